@@ -143,11 +143,13 @@ pub struct SrcKey {
 }
 
 /// A token bucket in `SRC_RATE` (per source) and `SYNACK_BUCKET` (per CPU).
-/// Tokens are kept in millitokens so refill stays exact at low rates.
+/// The level is kept in nanotokens: refilling at `rate` tokens/s adds exactly
+/// `rate * elapsed_ns` of them, so refill needs no division and loses no fractions.
+/// The arithmetic is `TokenBucket::take`, in `crate::bucket`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {
-    pub millitokens: u64,
+    pub nanotokens: u64,
     pub last_ns: u64,
 }
 
@@ -156,21 +158,8 @@ pub const SRC_RATE_ENTRIES: u32 = 65536;
 /// Capacity of each allow/deny LPM trie.
 pub const LIST_ENTRIES: u32 = 16384;
 
-/// LPM trie keys: prefix length in bits, then the address in network byte order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lpm4 {
-    pub prefix_len: u32,
-    pub addr: [u8; 4],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lpm6 {
-    pub prefix_len: u32,
-    pub addr: [u8; 16],
-}
-
+/// Allow/deny LPM tries are keyed by (prefix length, address bytes in network order): aya's
+/// `lpm_trie::Key<[u8; 4]>` and `Key<[u8; 16]>` on both sides.
 /// What XDP hands to TC in the packet metadata area for an ACK whose cookie it validated.
 /// The field set is what `bpf_sk_assign_tcp_reqsk` needs (`struct bpf_tcp_req_attrs`).
 /// Size is a multiple of 4, as `bpf_xdp_adjust_meta` requires.
@@ -268,8 +257,6 @@ mod pod {
     unsafe impl aya::Pod for State {}
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for TokenBucket {}
-    unsafe impl aya::Pod for Lpm4 {}
-    unsafe impl aya::Pod for Lpm6 {}
     unsafe impl aya::Pod for CookieMeta {}
 }
 

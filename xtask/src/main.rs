@@ -1,1 +1,96 @@
-fn main() {}
+//! `cargo xtask`: setup, builds, tests, the demo and the benchmark.
+
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use setup::run;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: toolchain components, LLVM 22, clang-22, bpf-linker, harness tools.
+    Setup,
+    /// Build the eBPF object and the synguard binary that embeds it.
+    BuildEbpf {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Formatting, clippy, unit/property tests and the root/netns integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::BuildEbpf { release } => {
+            setup::setup()?;
+            let mut c = cargo();
+            c.args(["build", "-p", "synguard"]);
+            if release {
+                c.arg("--release");
+            }
+            run(&mut c)
+        }
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root {
+        if std::env::var_os("CI").is_some() {
+            anyhow::bail!(
+                "CI is set but not running as root: the netns integration tests cannot run"
+            );
+        }
+        println!("xtask: not root, so the netns integration tests will report themselves skipped");
+    }
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "synguard-ebpf/Cargo.toml",
+    ]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The netns tests share two cores and the kernel's network stack; two at a time keeps
+    // their timing honest.
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast", "--"])
+        .args(["--test-threads", "2"])
+        .args(args))
+}
