@@ -4,5 +4,16 @@
 //! `no_std` so the eBPF program compiles it in; the host tests run the same code.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
+pub mod bucket;
+pub mod checksum;
+pub mod cookie;
+pub mod flags;
+pub mod flow;
 pub mod maps;
 pub mod packet;
+pub mod siphash;
+pub mod synproxy;
+pub mod wire;
+
+#[cfg(test)]
+mod testutil;

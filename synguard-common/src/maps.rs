@@ -71,7 +71,12 @@ pub struct Config {
     pub ttl: u8,
     /// 1: accept ECN setup (answer ECE) when the client asks; mirrors net.ipv4.tcp_ecn.
     pub ecn: u8,
-    pub _pad: [u8; 4],
+    /// Window scale (0-14) for keys minted from the next rotation on. Only the controller
+    /// reads it: it copies it into [`KeySlot::wscale`] when it rotates, so a live
+    /// `synguard set wscale` never desynchronises cookies already in flight.
+    /// The data path uses [`KeySlot::wscale`], never this field.
+    pub wscale: u8,
+    pub _pad: [u8; 3],
 }
 
 impl Config {
@@ -87,7 +92,8 @@ impl Config {
         synack_window: 65535,
         ttl: 64,
         ecn: 1,
-        _pad: [0; 4],
+        wscale: 7,
+        _pad: [0; 3],
     };
 }
 
@@ -268,6 +274,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Config>(), 36);
+        assert_eq!(core::mem::offset_of!(Config, ecn), 31);
+        assert_eq!(core::mem::offset_of!(Config, wscale), 32);
         assert_eq!(size_of::<KeySlot>(), 24);
         assert_eq!(size_of::<State>(), 8);
         assert_eq!(size_of::<SrcKey>(), 16);

@@ -1,0 +1,435 @@
+//! TCP options: the parser for a SYN's (or ACK's) option area and the writer for our
+//! SYN+ACK's.
+//!
+//! The parser walks at most [`MAX_LEN`] bytes in a loop with a constant bound, each step a
+//! constant-size load at a variable offset: the form the BPF verifier accepts.
+
+use crate::packet::Packet;
+
+/// The option area is at most 40 bytes (data offset 15).
+pub const MAX_LEN: usize = 40;
+/// [`TcpOptions::wscale`] when the peer sent no window scale option.
+pub const WSCALE_ABSENT: u8 = 0xff;
+/// RFC 7323 section 2.3: larger shift counts are treated as 14.
+pub const MAX_WSCALE: u8 = 14;
+
+pub mod kind {
+    pub const EOL: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+    pub const WSCALE: u8 = 3;
+    pub const SACK_PERM: u8 = 4;
+    pub const TIMESTAMP: u8 = 8;
+}
+
+/// What the peer offered, in the form the cookie and the SYN+ACK need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Maximum segment size; 0 = absent (Linux also ignores an MSS option of 0).
+    pub mss: u16,
+    /// Shift count clamped to [`MAX_WSCALE`], or [`WSCALE_ABSENT`].
+    pub wscale: u8,
+    pub sack_ok: bool,
+    /// A timestamp option was present; `tsval`/`tsecr` are meaningful only then.
+    pub ts: bool,
+    pub tsval: u32,
+    pub tsecr: u32,
+}
+
+impl TcpOptions {
+    pub const NONE: TcpOptions = TcpOptions {
+        mss: 0,
+        wscale: WSCALE_ABSENT,
+        sack_ok: false,
+        ts: false,
+        tsval: 0,
+        tsecr: 0,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    /// The area is longer than 40 bytes.
+    TooLong,
+    /// An option's length byte is missing, below 2, or runs past the area.
+    Overrun,
+    /// MSS, window scale, SACK-permitted or timestamps with the wrong length.
+    BadLength,
+    /// The area is not all inside the packet.
+    Truncated,
+}
+
+/// Parses the `len` option bytes at `off` (`len` = data offset * 4 - 20).
+///
+/// EOL ends the walk, NOP is skipped, unknown kinds with a sane length are skipped. A
+/// repeated option overwrites the earlier one, as in Linux.
+#[inline(always)]
+pub fn parse<P: Packet + ?Sized>(
+    p: &P,
+    off: usize,
+    len: usize,
+) -> Result<TcpOptions, OptionsError> {
+    if len > MAX_LEN {
+        return Err(OptionsError::TooLong);
+    }
+    let mut o = TcpOptions::NONE;
+    let mut pos = 0usize;
+    // Every step consumes at least one byte, so MAX_LEN steps always reach the end.
+    for _ in 0..MAX_LEN {
+        // The constant comparison is redundant with `pos < len`, but it is the one that
+        // lets the verifier bound `off + pos` without relating two registers.
+        if pos >= MAX_LEN || pos >= len {
+            break;
+        }
+        let at = off + pos;
+        let k = p.load_u8(at).ok_or(OptionsError::Truncated)?;
+        if k == kind::EOL {
+            break;
+        }
+        if k == kind::NOP {
+            pos += 1;
+            continue;
+        }
+        if pos + 2 > len {
+            return Err(OptionsError::Overrun);
+        }
+        let olen = usize::from(p.load_u8(at + 1).ok_or(OptionsError::Truncated)?);
+        if olen < 2 || pos + olen > len {
+            return Err(OptionsError::Overrun);
+        }
+        match k {
+            kind::MSS => {
+                if olen != 4 {
+                    return Err(OptionsError::BadLength);
+                }
+                o.mss = p.load_be16(at + 2).ok_or(OptionsError::Truncated)?;
+            }
+            kind::WSCALE => {
+                if olen != 3 {
+                    return Err(OptionsError::BadLength);
+                }
+                let ws = p.load_u8(at + 2).ok_or(OptionsError::Truncated)?;
+                o.wscale = if ws > MAX_WSCALE { MAX_WSCALE } else { ws };
+            }
+            kind::SACK_PERM => {
+                if olen != 2 {
+                    return Err(OptionsError::BadLength);
+                }
+                o.sack_ok = true;
+            }
+            kind::TIMESTAMP => {
+                if olen != 10 {
+                    return Err(OptionsError::BadLength);
+                }
+                let ts = p.load::<8>(at + 2).ok_or(OptionsError::Truncated)?;
+                o.ts = true;
+                o.tsval = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+                o.tsecr = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
+            }
+            _ => {}
+        }
+        pos += olen;
+    }
+    Ok(o)
+}
+
+/// Writes the options of our SYN+ACK into `out` and returns their length (a multiple of
+/// 4, at most 20).
+///
+/// Layout, in order: MSS (`adv_mss`; omitted when `adv_mss` is 0), then SACK-permitted
+/// and/or timestamps (TSval = `tsval`, TSecr = the client's TSval), then window scale
+/// (`our_wscale`, clamped to 14). Everything but MSS is echoed only if `offered` has it,
+/// so when the client sent an MSS option our options are never longer than the client's:
+/// the SYN+ACK can always be built in place of the SYN.
+#[inline(always)]
+pub fn write_synack(
+    offered: &TcpOptions,
+    adv_mss: u16,
+    our_wscale: u8,
+    tsval: u32,
+    out: &mut [u8; 20],
+) -> usize {
+    let mut len = 0;
+    if adv_mss != 0 {
+        let [m0, m1] = adv_mss.to_be_bytes();
+        put(out, len, [kind::MSS, 4, m0, m1]);
+        len += 4;
+    }
+    if offered.ts {
+        // SACK-permitted fills the two bytes that would otherwise be NOP padding.
+        let lead = if offered.sack_ok {
+            [kind::SACK_PERM, 2]
+        } else {
+            [kind::NOP, kind::NOP]
+        };
+        let [v0, v1, v2, v3] = tsval.to_be_bytes();
+        let [e0, e1, e2, e3] = offered.tsval.to_be_bytes();
+        put(out, len, [lead[0], lead[1], kind::TIMESTAMP, 10]);
+        put(out, len + 4, [v0, v1, v2, v3]);
+        put(out, len + 8, [e0, e1, e2, e3]);
+        len += 12;
+    } else if offered.sack_ok {
+        put(out, len, [kind::NOP, kind::NOP, kind::SACK_PERM, 2]);
+        len += 4;
+    }
+    if offered.wscale != WSCALE_ABSENT {
+        let ws = if our_wscale > MAX_WSCALE {
+            MAX_WSCALE
+        } else {
+            our_wscale
+        };
+        put(out, len, [kind::NOP, kind::WSCALE, 3, ws]);
+        len += 4;
+    }
+    len
+}
+
+#[inline(always)]
+fn put(out: &mut [u8; 20], at: usize, word: [u8; 4]) {
+    if let Some(dst) = out.get_mut(at..at + 4) {
+        dst.copy_from_slice(&word);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_bytes(b: &[u8]) -> Result<TcpOptions, OptionsError> {
+        // Put the area at an offset inside a larger packet, as it is in a frame.
+        let mut pkt = vec![0xeeu8; 7];
+        pkt.extend_from_slice(b);
+        parse(&pkt[..], 7, b.len())
+    }
+
+    #[test]
+    fn linux_syn_options() {
+        // What Linux sends: MSS 1460, SACK_PERM, TS, NOP, WS 7.
+        let b = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let o = parse_bytes(&b).unwrap();
+        assert_eq!(
+            o,
+            TcpOptions {
+                mss: 1460,
+                wscale: 7,
+                sack_ok: true,
+                ts: true,
+                tsval: 0x1234,
+                tsecr: 0
+            }
+        );
+    }
+
+    #[test]
+    fn empty_eol_nop_unknown() {
+        assert_eq!(parse_bytes(&[]), Ok(TcpOptions::NONE));
+        assert_eq!(parse_bytes(&[1, 1, 1, 1]), Ok(TcpOptions::NONE));
+        // EOL ends the walk: the garbage after it is not looked at.
+        assert_eq!(parse_bytes(&[0, 2, 9, 9]), Ok(TcpOptions::NONE));
+        // Unknown kind 30 (MPTCP) with a valid length is skipped.
+        let o = parse_bytes(&[30, 4, 0, 0, 2, 4, 0x02, 0x18]).unwrap();
+        assert_eq!(o.mss, 536);
+        // An MSS of zero reads as absent.
+        assert_eq!(parse_bytes(&[2, 4, 0, 0]).unwrap().mss, 0);
+    }
+
+    #[test]
+    fn wscale_clamped() {
+        assert_eq!(parse_bytes(&[1, 3, 3, 14]).unwrap().wscale, 14);
+        assert_eq!(parse_bytes(&[1, 3, 3, 15]).unwrap().wscale, 14);
+        assert_eq!(parse_bytes(&[1, 3, 3, 255]).unwrap().wscale, 14);
+        assert_eq!(parse_bytes(&[1, 3, 3, 0]).unwrap().wscale, 0);
+    }
+
+    #[test]
+    fn malformed() {
+        assert_eq!(parse_bytes(&[2, 3, 5, 1]), Err(OptionsError::BadLength));
+        assert_eq!(parse_bytes(&[3, 4, 5, 1]), Err(OptionsError::BadLength));
+        assert_eq!(parse_bytes(&[4, 3, 0, 1]), Err(OptionsError::BadLength));
+        assert_eq!(
+            parse_bytes(&[8, 8, 0, 0, 0, 0, 0, 0]),
+            Err(OptionsError::BadLength)
+        );
+        // Length byte past the area, zero/one length, option running past the area.
+        assert_eq!(parse_bytes(&[1, 1, 1, 2]), Err(OptionsError::Overrun));
+        assert_eq!(parse_bytes(&[30, 0, 1, 1]), Err(OptionsError::Overrun));
+        assert_eq!(parse_bytes(&[30, 1, 1, 1]), Err(OptionsError::Overrun));
+        assert_eq!(parse_bytes(&[1, 1, 1, 2, 4, 5]), Err(OptionsError::Overrun));
+        assert_eq!(parse(&[0u8; 60][..], 0, 44), Err(OptionsError::TooLong));
+        // The area claims bytes the packet does not have.
+        assert_eq!(parse(&[1u8, 1, 1][..], 0, 4), Err(OptionsError::Truncated));
+    }
+
+    #[test]
+    fn forty_nops_then_nothing() {
+        assert_eq!(parse_bytes(&[1; 40]), Ok(TcpOptions::NONE));
+        let mut b = [1u8; 40];
+        b[36..].copy_from_slice(&[2, 4, 0x05, 0x00]);
+        assert_eq!(parse_bytes(&b).unwrap().mss, 1280);
+    }
+
+    #[test]
+    fn synack_layouts() {
+        let mut out = [0u8; 20];
+        let all = TcpOptions {
+            mss: 1460,
+            wscale: 7,
+            sack_ok: true,
+            ts: true,
+            tsval: 0x0102_0304,
+            tsecr: 0,
+        };
+        let n = write_synack(&all, 1400, 9, 0xaabb_ccdd, &mut out);
+        assert_eq!(
+            &out[..n],
+            &[
+                2, 4, 0x05, 0x78, 4, 2, 8, 10, 0xaa, 0xbb, 0xcc, 0xdd, 1, 2, 3, 4, 1, 3, 3, 9
+            ]
+        );
+        let ts_only = TcpOptions {
+            sack_ok: false,
+            wscale: WSCALE_ABSENT,
+            ..all
+        };
+        let n = write_synack(&ts_only, 1400, 9, 5, &mut out);
+        assert_eq!(
+            &out[..n],
+            &[2, 4, 0x05, 0x78, 1, 1, 8, 10, 0, 0, 0, 5, 1, 2, 3, 4]
+        );
+        let sack_only = TcpOptions {
+            ts: false,
+            wscale: WSCALE_ABSENT,
+            ..all
+        };
+        let n = write_synack(&sack_only, 1400, 9, 5, &mut out);
+        assert_eq!(&out[..n], &[2, 4, 0x05, 0x78, 1, 1, 4, 2]);
+        let n = write_synack(&TcpOptions::NONE, 536, 9, 5, &mut out);
+        assert_eq!(&out[..n], &[2, 4, 0x02, 0x18]);
+        let n = write_synack(
+            &TcpOptions {
+                wscale: 0,
+                ..TcpOptions::NONE
+            },
+            536,
+            20,
+            5,
+            &mut out,
+        );
+        assert_eq!(&out[..n], &[2, 4, 0x02, 0x18, 1, 3, 3, 14]);
+        let n = write_synack(&TcpOptions::NONE, 0, 9, 5, &mut out);
+        assert_eq!(n, 0);
+    }
+
+    /// One option as the client may encode it, padded or not.
+    #[derive(Clone, Debug)]
+    enum Opt {
+        Mss(u16),
+        Ws(u8),
+        SackPerm,
+        Ts(u32, u32),
+        Nop,
+        Unknown(u8, Vec<u8>),
+    }
+
+    fn opt() -> impl Strategy<Value = Opt> {
+        prop_oneof![
+            (1u16..).prop_map(Opt::Mss),
+            any::<u8>().prop_map(Opt::Ws),
+            Just(Opt::SackPerm),
+            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Opt::Ts(a, b)),
+            Just(Opt::Nop),
+            ((9u8..=253), prop::collection::vec(any::<u8>(), 0..6))
+                .prop_map(|(k, v)| Opt::Unknown(k, v)),
+        ]
+    }
+
+    fn encode(opts: &[Opt]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for o in opts {
+            match o {
+                Opt::Mss(m) => b.extend_from_slice(&[2, 4, (m >> 8) as u8, *m as u8]),
+                Opt::Ws(w) => b.extend_from_slice(&[3, 3, *w]),
+                Opt::SackPerm => b.extend_from_slice(&[4, 2]),
+                Opt::Ts(v, e) => {
+                    b.extend_from_slice(&[8, 10]);
+                    b.extend_from_slice(&v.to_be_bytes());
+                    b.extend_from_slice(&e.to_be_bytes());
+                }
+                Opt::Nop => b.push(1),
+                Opt::Unknown(k, v) => {
+                    b.extend_from_slice(&[*k, v.len() as u8 + 2]);
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever well-formed list fits in 40 bytes parses to what an obvious
+        /// last-one-wins reading of the list says.
+        #[test]
+        fn parses_generated_lists(list in prop::collection::vec(opt(), 0..10)) {
+            let bytes = encode(&list);
+            prop_assume!(bytes.len() <= MAX_LEN);
+            let mut want = TcpOptions::NONE;
+            for o in &list {
+                match o {
+                    Opt::Mss(m) => want.mss = *m,
+                    Opt::Ws(w) => want.wscale = (*w).min(14),
+                    Opt::SackPerm => want.sack_ok = true,
+                    Opt::Ts(v, e) => { want.ts = true; want.tsval = *v; want.tsecr = *e; }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(parse_bytes(&bytes), Ok(want));
+        }
+
+        /// Our options never exceed what the client sent when it sent an MSS option, and
+        /// exceed it by at most the MSS option otherwise; they are a multiple of 4 and
+        /// parse back to what we meant.
+        #[test]
+        fn synack_fits_in_client_area(
+            list in prop::collection::vec(opt(), 0..10),
+            adv_mss in 1u16..,
+            our_ws in any::<u8>(),
+            tsval in any::<u32>(),
+        ) {
+            let bytes = encode(&list);
+            prop_assume!(bytes.len() <= MAX_LEN);
+            let offered = parse_bytes(&bytes).unwrap();
+            let mut out = [0u8; 20];
+            let n = write_synack(&offered, adv_mss, our_ws, tsval, &mut out);
+            prop_assert_eq!(n % 4, 0);
+            let slack = if offered.mss == 0 { 4 } else { 0 };
+            prop_assert!(n <= bytes.len() + slack, "{} > {} (+{})", n, bytes.len(), slack);
+            let back = parse_bytes(&out[..n]).unwrap();
+            prop_assert_eq!(back.mss, adv_mss);
+            prop_assert_eq!(back.sack_ok, offered.sack_ok);
+            prop_assert_eq!(back.ts, offered.ts);
+            if offered.ts {
+                prop_assert_eq!(back.tsval, tsval);
+                prop_assert_eq!(back.tsecr, offered.tsval);
+            }
+            let want_ws = if offered.wscale == WSCALE_ABSENT { WSCALE_ABSENT } else { our_ws.min(14) };
+            prop_assert_eq!(back.wscale, want_ws);
+        }
+
+        /// Arbitrary bytes: never a panic, and any success reports sane values.
+        #[test]
+        fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..48), len in 0usize..48) {
+            if let Ok(o) = parse(&b[..], 0, len) {
+                prop_assert!(o.wscale <= 14 || o.wscale == WSCALE_ABSENT);
+                prop_assert!(len <= MAX_LEN);
+            }
+        }
+    }
+}
