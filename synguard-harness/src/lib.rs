@@ -1,0 +1,52 @@
+//! veth/netns harness for synguard, shared by integration tests, `cargo xtask demo` and
+//! `cargo xtask bench`.
+//!
+//! - [`Topology`]: namespaces srv, cli, atk and a bridging hub, with per-run unique names,
+//!   addresses only from the benchmarking ranges (198.18.0.0/15, 2001:2::/48), and teardown on
+//!   drop, panic, SIGINT/SIGTERM/SIGHUP and exit (see [`cleanup`]).
+//! - [`server::Server`] and [`client::run_clients`]: a real TCP server in srv and timed,
+//!   verified kernel-TCP clients in cli.
+//! - [`flood`]: spoofed SYN/ACK/RST/FIN/invalid-flag floods from atk via trafgen.
+//! - [`xdp`]: a dummy XDP_PASS program for veth peers.
+//!
+//! Everything needs root.
+
+pub mod cleanup;
+pub mod client;
+pub mod flood;
+pub mod netns;
+pub mod process;
+pub mod server;
+pub mod topology;
+pub mod xdp;
+
+pub use cleanup::{install_hooks, teardown_all};
+pub use client::{ClientOptions, ClientReport, ConnOutcome, run_clients};
+pub use flood::{Family, FloodKind, FloodOptions, FloodReport, RunningFlood};
+pub use netns::LinkStats;
+pub use process::NsChild;
+pub use server::{Server, ServerOptions, ServerStats};
+pub use topology::{Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root};
+
+impl Topology {
+    /// Starts a [`Server`] in srv on `port`, listening on srv's IPv4 and IPv6 addresses.
+    pub fn start_server(&self, port: u16) -> anyhow::Result<Server> {
+        Server::start(
+            &self.srv.netns,
+            ServerOptions::new(port, vec![self.srv.ipv4.into(), self.srv.ipv6.into()]),
+        )
+    }
+
+    /// Runs `opts` from the cli namespace.
+    pub fn run_clients(&self, opts: &ClientOptions) -> anyhow::Result<ClientReport> {
+        run_clients(&self.cli.netns, opts)
+    }
+
+    /// Server socket address for `family`.
+    pub fn server_addr(&self, family: Family, port: u16) -> std::net::SocketAddr {
+        match family {
+            Family::V4 => (self.srv.ipv4, port).into(),
+            Family::V6 => (self.srv.ipv6, port).into(),
+        }
+    }
+}

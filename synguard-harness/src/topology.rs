@@ -1,0 +1,465 @@
+//! The srv / cli / atk topology around a Linux bridge in a `hub` namespace.
+//!
+//! ```text
+//!   srv ── veth ──┐
+//!   cli ── veth ──┼── bridge (hub netns)
+//!   atk ── veth ──┘
+//! ```
+//! Every link is created directly inside its namespace (`ip link add … netns …`), so nothing of
+//! a run ever appears in the root namespace, and every name carries a per-run suffix.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::{Command, Output},
+    sync::atomic::{AtomicU64, Ordering},
+    thread,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    cleanup::{self, TopologyRecord},
+    netns::{self, LinkStats},
+    process::NsChild,
+    xdp,
+};
+
+/// Benchmarking range (RFC 2544, 198.18.0.0/15): the shared L2 segment is 198.18.0.0/16.
+pub const LINK_V4_PREFIX: u8 = 16;
+pub const SRV_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CLI_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const ATK_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// Spoofed flood sources: the other half of the benchmarking /15.
+pub const SPOOF_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 19, 0, 0), 16);
+
+/// Benchmarking range (RFC 5180, 2001:2::/48); the shared segment is 2001:2::/64.
+pub const LINK_V6_PREFIX: u8 = 64;
+pub const SRV_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+pub const CLI_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 1, 1);
+pub const ATK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 2, 1);
+/// Spoofed IPv6 flood sources, inside 2001:2::/48 but off the shared /64.
+pub const SPOOF_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2001, 2, 0, 0xff00, 0, 0, 0, 0), 56);
+
+/// A namespace of the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Srv,
+    Cli,
+    Atk,
+    Hub,
+}
+
+impl Role {
+    fn tag(self) -> &'static str {
+        match self {
+            Role::Srv => "srv",
+            Role::Cli => "cli",
+            Role::Atk => "atk",
+            Role::Hub => "hub",
+        }
+    }
+}
+
+/// One host namespace attached to the bridge.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub netns: String,
+    /// The veth end inside `netns` (for srv: where synguard attaches).
+    pub iface: String,
+    pub mac: [u8; 6],
+    /// Its peer, a bridge port inside the hub namespace.
+    pub peer_iface: String,
+    pub peer_mac: [u8; 6],
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopologyOptions {
+    /// Install the SIGINT/SIGTERM/SIGHUP cleanup handler (see [`crate::install_hooks`]).
+    pub install_signal_handlers: bool,
+    /// Give atk's bridge port GRO + threaded NAPI. Without it the whole forwarding path (bridge,
+    /// second veth hop, server stack) runs in the flood sender's own softirq on the sending core
+    /// and caps the flood near 150 k pps; with it that work moves to a kthread on the other core.
+    pub flood_napi_offload: bool,
+    /// Attach the dummy XDP_PASS program to the server veth's peer, so native XDP_TX on the
+    /// server veth delivers frames.
+    pub xdp_pass_on_server_peer: bool,
+}
+
+impl Default for TopologyOptions {
+    fn default() -> Self {
+        Self {
+            install_signal_handlers: true,
+            flood_napi_offload: true,
+            xdp_pass_on_server_peer: false,
+        }
+    }
+}
+
+/// A live topology. Dropping it removes every namespace and link it created.
+#[derive(Debug)]
+pub struct Topology {
+    id: u64,
+    suffix: String,
+    pub hub_netns: String,
+    pub bridge: String,
+    pub srv: Endpoint,
+    pub cli: Endpoint,
+    pub atk: Endpoint,
+    torn_down: bool,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// pid (≤ 5 base36 chars for pid_max 2^22) + counter + 3 random chars: ≤ 10 chars, unique
+/// across concurrent processes (pid), topologies within one (counter) and PID reuse (random).
+fn unique_suffix() -> (u64, String) {
+    let ctr = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let s = format!(
+        "{}{}{}",
+        base36(std::process::id() as u64),
+        base36(ctr % 1296),
+        base36(36 * 36 + fastrand::u64(0..36 * 36 * 35)).split_off(1)
+    );
+    (ctr, s)
+}
+
+/// Prefix of every namespace name the harness creates.
+pub const NETNS_PREFIX: &str = "sgh-";
+
+impl Topology {
+    pub fn new(opts: TopologyOptions) -> Result<Self> {
+        ensure_root()?;
+        cleanup::install_hooks(opts.install_signal_handlers);
+        let (_, suffix) = unique_suffix();
+        let id = COUNTER.fetch_add(1, Ordering::Relaxed) | (u64::from(std::process::id()) << 32);
+        // Namespace names (no length limit) also spell the pid, for `cleanup_stale`.
+        let pid = std::process::id();
+        let ns = |r: Role| format!("{NETNS_PREFIX}{pid}-{suffix}-{}", r.tag());
+        // Link names: "sg" + role letter + side (0 = host, 1 = bridge port) + suffix ≤ 14 chars.
+        let link = |r: Role, side: u8| format!("sg{}{side}{suffix}", &r.tag()[..1]);
+        let ep = |r: Role, v4, v6| Endpoint {
+            netns: ns(r),
+            iface: link(r, 0),
+            mac: [0; 6],
+            peer_iface: link(r, 1),
+            peer_mac: [0; 6],
+            ipv4: v4,
+            ipv6: v6,
+        };
+        let mut topo = Topology {
+            id,
+            hub_netns: ns(Role::Hub),
+            bridge: format!("sgbr{suffix}"),
+            srv: ep(Role::Srv, SRV_V4, SRV_V6),
+            cli: ep(Role::Cli, CLI_V4, CLI_V6),
+            atk: ep(Role::Atk, ATK_V4, ATK_V6),
+            suffix,
+            torn_down: false,
+        };
+        debug_assert!(topo.link_names().iter().all(|n| n.len() <= 15));
+        // Registered before anything exists, so a failure or signal half-way still cleans up.
+        cleanup::register_topology(TopologyRecord {
+            id,
+            owner: thread::current().id(),
+            namespaces: vec![
+                topo.srv.netns.clone(),
+                topo.cli.netns.clone(),
+                topo.atk.netns.clone(),
+                topo.hub_netns.clone(),
+            ],
+            links: vec![
+                (topo.srv.netns.clone(), topo.srv.iface.clone()),
+                (topo.cli.netns.clone(), topo.cli.iface.clone()),
+                (topo.atk.netns.clone(), topo.atk.iface.clone()),
+                (topo.hub_netns.clone(), topo.bridge.clone()),
+            ],
+        });
+        // On error `topo` is dropped here, which tears down whatever was created.
+        topo.build(&opts)
+            .with_context(|| format!("building topology {}", topo.suffix))?;
+        Ok(topo)
+    }
+
+    fn build(&mut self, opts: &TopologyOptions) -> Result<()> {
+        use netns::ip;
+        let hub = self.hub_netns.clone();
+        for n in [&self.srv.netns, &self.cli.netns, &self.atk.netns, &hub] {
+            ip(&["netns", "add", n])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        // The hub is a pure L2 switch; without IPv6 its ports send no RS/MLD noise.
+        netns::set_sysctl(&hub, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        netns::set_sysctl(&hub, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        ip(&[
+            "-n",
+            &hub,
+            "link",
+            "add",
+            &self.bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+        ])?;
+        ip(&["-n", &hub, "link", "set", &self.bridge, "up"])?;
+        for e in [&mut self.srv, &mut self.cli, &mut self.atk] {
+            ip(&[
+                "link",
+                "add",
+                &e.iface,
+                "netns",
+                &e.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &e.peer_iface,
+                "netns",
+                &hub,
+            ])?;
+            ip(&[
+                "-n",
+                &hub,
+                "link",
+                "set",
+                &e.peer_iface,
+                "master",
+                &self.bridge,
+                "up",
+            ])?;
+            let v4 = format!("{}/{LINK_V4_PREFIX}", e.ipv4);
+            let v6 = format!("{}/{LINK_V6_PREFIX}", e.ipv6);
+            ip(&["-n", &e.netns, "addr", "add", &v4, "dev", &e.iface])?;
+            ip(&[
+                "-n", &e.netns, "-6", "addr", "add", &v6, "dev", &e.iface, "nodad",
+            ])?;
+            ip(&["-n", &e.netns, "link", "set", &e.iface, "up"])?;
+            e.mac = netns::link_mac(&e.netns, &e.iface)?;
+            e.peer_mac = netns::link_mac(&hub, &e.peer_iface)?;
+            // Static entries: the flood never lets the bridge learn srv's MAC from srv traffic
+            // first, and flooding unknown unicast to cli would double the work.
+            netns::run_checked(Command::new("bridge").args([
+                "-n",
+                &hub,
+                "fdb",
+                "replace",
+                &netns::format_mac(&e.mac),
+                "dev",
+                &e.peer_iface,
+                "master",
+                "static",
+            ]))?;
+        }
+        // atk must swallow the SYN+ACKs sent to spoofed sources, never route them on.
+        netns::set_sysctl(&self.atk.netns, "net.ipv4.ip_forward", "0")?;
+        netns::set_sysctl(&self.atk.netns, "net.ipv6.conf.all.forwarding", "0")?;
+        // Replies to spoofed sources go back to atk; no namespace has a default route.
+        let (p4, l4) = SPOOF_V4;
+        let (p6, l6) = SPOOF_V6;
+        let atk4 = self.atk.ipv4.to_string();
+        let atk6 = self.atk.ipv6.to_string();
+        ip(&[
+            "-n",
+            &self.srv.netns,
+            "route",
+            "add",
+            &format!("{p4}/{l4}"),
+            "via",
+            &atk4,
+        ])?;
+        ip(&[
+            "-n",
+            &self.srv.netns,
+            "-6",
+            "route",
+            "add",
+            &format!("{p6}/{l6}"),
+            "via",
+            &atk6,
+        ])?;
+        // TX_RING frames count against the sender's socket buffer until the receiver consumes
+        // them, so the default 208 KiB keeps only ~270 frames in flight and halves the flood
+        // rate. These sysctls are per-namespace since Linux 6.7 (trafgen is told not to touch
+        // them, which on older kernels would change the host); failure just means slower floods.
+        for k in ["net.core.wmem_max", "net.core.wmem_default"] {
+            if let Err(e) = netns::set_sysctl(&self.atk.netns, k, "4194304") {
+                log::debug!("atk {k}: {e:#}");
+            }
+        }
+        if opts.flood_napi_offload {
+            self.set_threaded_napi(&hub, &self.atk.peer_iface.clone(), true)?;
+        }
+        if opts.xdp_pass_on_server_peer {
+            xdp::attach_pass(&hub, &self.srv.peer_iface)?;
+        }
+        Ok(())
+    }
+
+    /// Unique id of this topology within the process registry.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The per-run suffix in every name.
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    pub fn netns(&self, role: Role) -> &str {
+        match role {
+            Role::Srv => &self.srv.netns,
+            Role::Cli => &self.cli.netns,
+            Role::Atk => &self.atk.netns,
+            Role::Hub => &self.hub_netns,
+        }
+    }
+
+    /// The srv-side veth, where synguard attaches.
+    pub fn server_iface(&self) -> &str {
+        &self.srv.iface
+    }
+
+    /// The server veth's peer (a bridge port in the hub namespace).
+    pub fn server_peer_iface(&self) -> &str {
+        &self.srv.peer_iface
+    }
+
+    /// Every namespace name of this run.
+    pub fn netns_names(&self) -> Vec<String> {
+        [Role::Srv, Role::Cli, Role::Atk, Role::Hub]
+            .map(|r| self.netns(r).to_string())
+            .to_vec()
+    }
+
+    /// Every link name of this run.
+    pub fn link_names(&self) -> Vec<String> {
+        let mut v = vec![self.bridge.clone()];
+        for e in [&self.srv, &self.cli, &self.atk] {
+            v.push(e.iface.clone());
+            v.push(e.peer_iface.clone());
+        }
+        v
+    }
+
+    /// A `Command` running `program` inside `role`'s network namespace (not its mount namespace).
+    pub fn command(&self, role: Role, program: &str) -> Command {
+        netns::command(self.netns(role), program)
+    }
+
+    /// Runs `program args…` in `role`'s namespace and returns its output; fails on non-zero exit.
+    pub fn output(&self, role: Role, program: &str, args: &[&str]) -> Result<Output> {
+        netns::run_checked(self.command(role, program).args(args))
+    }
+
+    /// Spawns a command built by [`Topology::command`]; it is ended by PID when the returned
+    /// handle drops, and killed on teardown at the latest.
+    pub fn spawn(&self, cmd: &mut Command, own_group: bool) -> Result<NsChild> {
+        NsChild::spawn(cmd, own_group, Some(self.id))
+    }
+
+    pub fn set_sysctl(&self, role: Role, key: &str, value: &str) -> Result<()> {
+        netns::set_sysctl(self.netns(role), key, value)
+    }
+
+    pub fn get_sysctl(&self, role: Role, key: &str) -> Result<String> {
+        netns::get_sysctl(self.netns(role), key)
+    }
+
+    /// Counters of `iface` in `netns` (e.g. `server_iface()` in srv).
+    pub fn link_stats(&self, netns: &str, iface: &str) -> Result<LinkStats> {
+        netns::link_stats(netns, iface)
+    }
+
+    /// Counters of the server veth (what reaches synguard's attach point).
+    pub fn server_stats(&self) -> Result<LinkStats> {
+        netns::link_stats(&self.srv.netns, &self.srv.iface)
+    }
+
+    /// Moves `iface`'s NAPI poll to a kernel thread (enabling GRO first, which switches veth to
+    /// NAPI mode when it has no XDP program).
+    pub fn set_threaded_napi(&self, netns: &str, iface: &str, on: bool) -> Result<()> {
+        let v = if on { "1" } else { "0" };
+        if on {
+            netns::run_checked(netns::command(netns, "ethtool").args(["-K", iface, "gro", "on"]))?;
+        }
+        // The `threaded` knob only exists in sysfs, and sysfs shows the namespace of whoever
+        // mounted it; `ip netns exec` mounts a fresh one for the namespace. Nothing here needs
+        // bpffs, so its private /sys is harmless.
+        netns::run_checked(Command::new("ip").args([
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            &format!("echo {v} > /sys/class/net/{iface}/threaded"),
+        ]))?;
+        Ok(())
+    }
+
+    /// Tears the topology down now and reports any leftover. Dropping does the same silently.
+    pub fn teardown(mut self) -> Result<()> {
+        self.torn_down = true;
+        cleanup::teardown_topology(self.id)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if !self.torn_down
+            && let Err(e) = cleanup::teardown_topology(self.id)
+        {
+            eprintln!("synguard-harness: {e:#}");
+        }
+    }
+}
+
+/// Deletes `sgh-<pid>-…` namespaces left behind by harness processes that no longer exist
+/// (e.g. killed with SIGKILL, which no handler can catch). Namespaces of live processes,
+/// including this one, are left alone. Returns the names removed.
+pub fn cleanup_stale() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in netns::list_netns()? {
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = stale_pid(rest) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        netns::ip(&["netns", "del", &name])?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+fn stale_pid(rest: &str) -> Option<u32> {
+    rest.split('-').next()?.parse().ok()
+}
+
+/// Fails with a clear message unless running as root.
+pub fn ensure_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the veth harness needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+    }
+    Ok(())
+}

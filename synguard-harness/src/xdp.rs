@@ -1,0 +1,73 @@
+//! A dummy XDP_PASS program for veths.
+//!
+//! On veth, native-mode XDP_TX (and XDP_REDIRECT into a veth) hands the frame to the peer's
+//! XDP ring, which only exists while the *peer* runs an XDP program; otherwise the frame is
+//! dropped and counted as an xdp_tx error. Attaching this no-op to the peer makes synguard's
+//! native XDP_TX on the server veth actually deliver SYN+ACKs.
+//!
+//! The object is `src/bpf/xdp_pass.c` compiled by build.rs (`clang -target bpf`), embedded in
+//! the library and written to a temporary file for `ip link set … xdp obj`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns;
+
+/// ELF bytes of the XDP_PASS object (empty if clang was unavailable at build time).
+pub const XDP_PASS_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_pass.o"));
+
+/// ELF section holding the program, as `ip … xdp obj FILE sec SECTION` expects.
+pub const XDP_PASS_SECTION: &str = "xdp";
+
+/// Attaches the XDP_PASS program to `iface` in `netns`, in native (driver) mode.
+pub fn attach_pass(netns_name: &str, iface: &str) -> Result<()> {
+    if XDP_PASS_OBJ.is_empty() {
+        bail!("XDP_PASS object was not built: clang-22 was missing when synguard-harness compiled");
+    }
+    let mut f = tempfile::Builder::new()
+        .prefix("sgh-xdp-pass-")
+        .suffix(".o")
+        .tempfile()
+        .context("temp file for XDP object")?;
+    f.write_all(XDP_PASS_OBJ)?;
+    f.flush()?;
+    let path = f
+        .path()
+        .to_str()
+        .context("non-UTF-8 temp path")?
+        .to_string();
+    netns::ip(&[
+        "-n",
+        netns_name,
+        "link",
+        "set",
+        "dev",
+        iface,
+        "xdpdrv",
+        "obj",
+        &path,
+        "sec",
+        XDP_PASS_SECTION,
+    ])
+    .with_context(|| format!("attach XDP_PASS to {iface} in {netns_name}"))?;
+    Ok(())
+}
+
+/// Detaches any XDP program (any mode) from `iface` in `netns`.
+pub fn detach(netns_name: &str, iface: &str) -> Result<()> {
+    for mode in ["xdpdrv", "xdpgeneric"] {
+        netns::ip(&["-n", netns_name, "link", "set", "dev", iface, mode, "off"])?;
+    }
+    Ok(())
+}
+
+/// Id of the XDP program attached to `iface`, if any.
+pub fn attached_prog_id(netns_name: &str, iface: &str) -> Result<Option<u64>> {
+    let out = netns::ip(&["-n", netns_name, "-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parse ip -j")?;
+    let x = &v[0]["xdp"];
+    Ok(x["prog"]["id"]
+        .as_u64()
+        .or_else(|| x["attached"][0]["prog"]["id"].as_u64()))
+}
