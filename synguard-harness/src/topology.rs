@@ -78,10 +78,13 @@ pub struct Endpoint {
 pub struct TopologyOptions {
     /// Install the SIGINT/SIGTERM/SIGHUP cleanup handler (see [`crate::install_hooks`]).
     pub install_signal_handlers: bool,
-    /// Give atk's bridge port GRO + threaded NAPI. Without it the whole forwarding path (bridge,
-    /// second veth hop, server stack) runs in the flood sender's own softirq on the sending core
-    /// and caps the flood near 150 k pps; with it that work moves to a kthread on the other core.
-    pub flood_napi_offload: bool,
+    /// Steer the server veth's receive processing (RPS) to the last CPU. On veth the whole
+    /// receive path otherwise runs in the flood sender's own context, so the kernel's SYN
+    /// handling throttles the generator to ~140 k pps; with RPS the sender's core only
+    /// forwards and the server's core drops what it cannot take from its backlog, as a real
+    /// NIC would (counted in the server veth's rx_dropped). XDP still runs on the sender's
+    /// core, before RPS, like on a NIC's RX queue.
+    pub server_rps: bool,
     /// Attach the dummy XDP_PASS program to the server veth's peer, so native XDP_TX on the
     /// server veth delivers frames.
     pub xdp_pass_on_server_peer: bool,
@@ -91,7 +94,7 @@ impl Default for TopologyOptions {
     fn default() -> Self {
         Self {
             install_signal_handlers: true,
-            flood_napi_offload: true,
+            server_rps: true,
             xdp_pass_on_server_peer: false,
         }
     }
@@ -295,17 +298,10 @@ impl Topology {
             "via",
             &atk6,
         ])?;
-        // TX_RING frames count against the sender's socket buffer until the receiver consumes
-        // them, so the default 208 KiB keeps only ~270 frames in flight and halves the flood
-        // rate. These sysctls are per-namespace since Linux 6.7 (trafgen is told not to touch
-        // them, which on older kernels would change the host); failure just means slower floods.
-        for k in ["net.core.wmem_max", "net.core.wmem_default"] {
-            if let Err(e) = netns::set_sysctl(&self.atk.netns, k, "4194304") {
-                log::debug!("atk {k}: {e:#}");
-            }
-        }
-        if opts.flood_napi_offload {
-            self.set_threaded_napi(&hub, &self.atk.peer_iface.clone(), true)?;
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        if opts.server_rps && cpus > 1 {
+            let mask = format!("{:x}", 1u64 << (cpus.min(64) - 1));
+            self.set_rps(&self.srv.netns, &self.srv.iface, &mask)?;
         }
         if opts.xdp_pass_on_server_peer {
             xdp::attach_pass(&hub, &self.srv.peer_iface)?;
@@ -393,25 +389,13 @@ impl Topology {
         netns::link_stats(&self.srv.netns, &self.srv.iface)
     }
 
-    /// Moves `iface`'s NAPI poll to a kernel thread (enabling GRO first, which switches veth to
-    /// NAPI mode when it has no XDP program).
-    pub fn set_threaded_napi(&self, netns: &str, iface: &str, on: bool) -> Result<()> {
-        let v = if on { "1" } else { "0" };
-        if on {
-            netns::run_checked(netns::command(netns, "ethtool").args(["-K", iface, "gro", "on"]))?;
-        }
-        // The `threaded` knob only exists in sysfs, and sysfs shows the namespace of whoever
-        // mounted it; `ip netns exec` mounts a fresh one for the namespace. Nothing here needs
-        // bpffs, so its private /sys is harmless.
-        netns::run_checked(Command::new("ip").args([
-            "netns",
-            "exec",
+    /// Sets the RPS CPU mask (hex, as in sysfs) of `iface`'s single receive queue.
+    pub fn set_rps(&self, netns: &str, iface: &str, mask_hex: &str) -> Result<()> {
+        write_sysfs(
             netns,
-            "sh",
-            "-c",
-            &format!("echo {v} > /sys/class/net/{iface}/threaded"),
-        ]))?;
-        Ok(())
+            &format!("class/net/{iface}/queues/rx-0/rps_cpus"),
+            mask_hex,
+        )
     }
 
     /// Tears the topology down now and reports any leftover. Dropping does the same silently.
@@ -454,6 +438,26 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
 
 fn stale_pid(rest: &str) -> Option<u32> {
     rest.split('-').next()?.parse().ok()
+}
+
+/// Writes `/sys/<rel>` as seen from network namespace `netns`.
+///
+/// sysfs shows the network namespace of whoever mounted it, and `ip netns exec` mounts a fresh
+/// one for the namespace. Its private `/sys` (which hides bpffs pins) is harmless for a
+/// one-shot write.
+pub fn write_sysfs(netns: &str, rel: &str, value: &str) -> Result<()> {
+    if rel.contains("..") || value.contains('\'') {
+        bail!("refusing sysfs path {rel:?} / value {value:?}");
+    }
+    netns::run_checked(Command::new("ip").args([
+        "netns",
+        "exec",
+        netns,
+        "sh",
+        "-c",
+        &format!("echo '{value}' > /sys/{rel}"),
+    ]))?;
+    Ok(())
 }
 
 /// Fails with a clear message unless running as root.

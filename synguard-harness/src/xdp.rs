@@ -1,4 +1,4 @@
-//! A dummy XDP_PASS program for veths.
+//! Dummy XDP programs for veths: XDP_PASS for peers, XDP_DROP as a free sink.
 //!
 //! On veth, native-mode XDP_TX (and XDP_REDIRECT into a veth) hands the frame to the peer's
 //! XDP ring, which only exists while the *peer* runs an XDP program; otherwise the frame is
@@ -17,11 +17,23 @@ use crate::netns;
 /// ELF bytes of the XDP_PASS object (empty if clang was unavailable at build time).
 pub const XDP_PASS_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_pass.o"));
 
-/// ELF section holding the program, as `ip … xdp obj FILE sec SECTION` expects.
+/// ELF section holding the XDP_PASS program, as `ip … xdp obj FILE sec SECTION` expects.
 pub const XDP_PASS_SECTION: &str = "xdp";
+/// ELF section of the XDP_DROP sink in the same object.
+pub const XDP_DROP_SECTION: &str = "xdp.drop";
 
 /// Attaches the XDP_PASS program to `iface` in `netns`, in native (driver) mode.
 pub fn attach_pass(netns_name: &str, iface: &str) -> Result<()> {
+    attach(netns_name, iface, XDP_PASS_SECTION)
+}
+
+/// Attaches the XDP_DROP sink to `iface` in `netns`, in native mode: everything arriving there
+/// is dropped before an skb exists, so a flood's rate is limited only by the path to it.
+pub fn attach_drop(netns_name: &str, iface: &str) -> Result<()> {
+    attach(netns_name, iface, XDP_DROP_SECTION)
+}
+
+fn attach(netns_name: &str, iface: &str, section: &str) -> Result<()> {
     if XDP_PASS_OBJ.is_empty() {
         bail!("XDP_PASS object was not built: clang-22 was missing when synguard-harness compiled");
     }
@@ -38,19 +50,9 @@ pub fn attach_pass(netns_name: &str, iface: &str) -> Result<()> {
         .context("non-UTF-8 temp path")?
         .to_string();
     netns::ip(&[
-        "-n",
-        netns_name,
-        "link",
-        "set",
-        "dev",
-        iface,
-        "xdpdrv",
-        "obj",
-        &path,
-        "sec",
-        XDP_PASS_SECTION,
+        "-n", netns_name, "link", "set", "dev", iface, "xdpdrv", "obj", &path, "sec", section,
     ])
-    .with_context(|| format!("attach XDP_PASS to {iface} in {netns_name}"))?;
+    .with_context(|| format!("attach XDP section {section} to {iface} in {netns_name}"))?;
     Ok(())
 }
 

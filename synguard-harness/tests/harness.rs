@@ -116,14 +116,15 @@ fn end_to_end_topology_server_clients_flood_teardown() {
     )
     .expect("flood");
     println!(
-        "SYN flood v4: {:.2}s, atk tx {} ({:.0} pps), srv {} rx {} ({:.0} pps), trafgen says {:?}",
+        "SYN flood v4 for {:.2}s: trafgen sent {:?}, atk tx {:.0} pps, arrived at {} {:.0} pps \
+         (accepted {:.0} pps, dropped in backlog {})",
         rep.elapsed.as_secs_f64(),
-        rep.atk_tx,
+        rep.generator_sent,
         rep.tx_pps(),
         t.server_iface(),
-        rep.srv_rx,
+        rep.arrived_pps(),
         rep.rx_pps(),
-        rep.generator_sent
+        rep.srv_rx_dropped,
     );
     assert!(
         rep.srv_rx > 0,
