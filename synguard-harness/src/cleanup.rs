@@ -150,9 +150,11 @@ pub(crate) fn teardown_topology(id: u64) -> Result<()> {
 fn destroy(rec: &TopologyRecord) -> Result<()> {
     kill_children(Some(rec.id));
     let mut errors = Vec::new();
-    let existing = netns::list_netns().unwrap_or_default();
+    // If listing fails, try every deletion anyway rather than skip them.
+    let existing = netns::list_netns().ok();
+    let exists = |ns: &String| existing.as_ref().is_none_or(|e| e.contains(ns));
     for (ns, iface) in &rec.links {
-        if !existing.contains(ns) {
+        if !exists(ns) {
             continue;
         }
         // Deleting one end of a veth removes its peer, so a missing device is expected.
@@ -164,7 +166,7 @@ fn destroy(rec: &TopologyRecord) -> Result<()> {
         }
     }
     for ns in &rec.namespaces {
-        if !existing.contains(ns) {
+        if !exists(ns) {
             continue;
         }
         if let Err(e) = netns::ip(&["netns", "del", ns]) {

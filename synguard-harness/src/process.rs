@@ -4,7 +4,7 @@
 use std::{
     io::Read,
     os::unix::process::CommandExt,
-    process::{Child, ChildStdout, Command, ExitStatus},
+    process::{Child, ChildStderr, ChildStdout, Command, ExitStatus},
     thread,
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use crate::cleanup;
 pub struct NsChild {
     child: Option<Child>,
     stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
     pid: i32,
     status: Option<ExitStatus>,
 }
@@ -40,6 +41,7 @@ impl NsChild {
         cleanup::register_child(pid, own_group, topology);
         Ok(Self {
             stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
             child: Some(child),
             pid,
             status: None,
@@ -54,6 +56,11 @@ impl NsChild {
     /// if the child may print more than a pipe buffer (64 KiB).
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.stdout.take()
+    }
+
+    /// The child's stderr pipe, if it was spawned with `Stdio::piped()`.
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.stderr.take()
     }
 
     /// Everything left on the stdout pipe, up to EOF; call after the child exited.
