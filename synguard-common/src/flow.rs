@@ -1,6 +1,95 @@
-//! The 4-tuple of a TCP flow, always seen from the client: source = the SYN's sender.
+//! IP addresses and the 4-tuple of a TCP flow, always seen from the client: source = the
+//! SYN's sender.
 
 use crate::maps::SrcKey;
+use crate::packet::Packet;
+
+/// An IP address as two little-endian words of its 16 bytes (IPv4: its 4 bytes, then
+/// zeros). Words, not a byte array: the optimizer splits a `[u8; 16]` into 16 separate
+/// values, and in BPF each of those ends up in its own 8-byte stack slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Addr(pub [u64; 2]);
+
+impl Addr {
+    #[inline(always)]
+    pub fn from_v4(a: [u8; 4]) -> Addr {
+        Addr([u64::from(u32::from_le_bytes(a)), 0])
+    }
+
+    #[inline(always)]
+    pub fn from_v6(a: [u8; 16]) -> Addr {
+        let [
+            b0,
+            b1,
+            b2,
+            b3,
+            b4,
+            b5,
+            b6,
+            b7,
+            b8,
+            b9,
+            b10,
+            b11,
+            b12,
+            b13,
+            b14,
+            b15,
+        ] = a;
+        Addr([
+            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+            u64::from_le_bytes([b8, b9, b10, b11, b12, b13, b14, b15]),
+        ])
+    }
+
+    /// The 16 bytes in network order.
+    #[inline(always)]
+    pub fn octets(&self) -> [u8; 16] {
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = self.0[0].to_le_bytes();
+        let [b8, b9, b10, b11, b12, b13, b14, b15] = self.0[1].to_le_bytes();
+        [
+            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
+        ]
+    }
+
+    /// The first 4 bytes: the address of an IPv4 flow.
+    #[inline(always)]
+    pub fn v4_octets(&self) -> [u8; 4] {
+        (self.0[0] as u32).to_le_bytes()
+    }
+
+    /// Reads an IPv4 address at `off`.
+    #[inline(always)]
+    pub fn load4<P: Packet + ?Sized>(p: &P, off: usize) -> Option<Addr> {
+        Some(Addr::from_v4(p.load::<4>(off)?))
+    }
+
+    /// Reads an IPv6 address at `off` as two 8-byte loads.
+    #[inline(always)]
+    pub fn load6<P: Packet + ?Sized>(p: &P, off: usize) -> Option<Addr> {
+        Some(Addr([
+            u64::from_le_bytes(p.load::<8>(off)?),
+            u64::from_le_bytes(p.load::<8>(off + 8)?),
+        ]))
+    }
+
+    #[inline(always)]
+    pub fn store4<P: Packet + ?Sized>(&self, p: &mut P, off: usize) -> Option<()> {
+        p.store(off, self.v4_octets())
+    }
+
+    #[inline(always)]
+    pub fn store6<P: Packet + ?Sized>(&self, p: &mut P, off: usize) -> Option<()> {
+        p.store(off, self.0[0].to_le_bytes())?;
+        p.store(off + 8, self.0[1].to_le_bytes())
+    }
+
+    /// First byte on the wire.
+    #[inline(always)]
+    fn first(&self) -> u8 {
+        self.0[0] as u8
+    }
+}
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,25 +98,15 @@ pub enum Family {
     V6 = 6,
 }
 
-/// Addresses in network byte order; an IPv4 address uses the first 4 bytes, the rest
-/// zero, so one layout serves both families without an enum payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub family: Family,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    /// The client's address.
+    pub src: Addr,
+    /// The server's address.
+    pub dst: Addr,
     pub sport: u16,
     pub dport: u16,
-}
-
-#[inline(always)]
-fn widen(a: [u8; 4]) -> [u8; 16] {
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-}
-
-#[inline(always)]
-fn first4(a: &[u8; 16]) -> [u8; 4] {
-    [a[0], a[1], a[2], a[3]]
 }
 
 impl Flow {
@@ -35,8 +114,8 @@ impl Flow {
     pub fn v4(saddr: [u8; 4], daddr: [u8; 4], sport: u16, dport: u16) -> Flow {
         Flow {
             family: Family::V4,
-            saddr: widen(saddr),
-            daddr: widen(daddr),
+            src: Addr::from_v4(saddr),
+            dst: Addr::from_v4(daddr),
             sport,
             dport,
         }
@@ -46,8 +125,8 @@ impl Flow {
     pub fn v6(saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16) -> Flow {
         Flow {
             family: Family::V6,
-            saddr,
-            daddr,
+            src: Addr::from_v6(saddr),
+            dst: Addr::from_v6(daddr),
             sport,
             dport,
         }
@@ -58,33 +137,44 @@ impl Flow {
         self.family == Family::V6
     }
 
-    /// The IPv4 source (meaningful for [`Family::V4`] only).
+    /// The client address bytes (IPv4: 4 bytes, then zeros).
     #[inline(always)]
-    pub fn saddr4(&self) -> [u8; 4] {
-        first4(&self.saddr)
+    pub fn saddr(&self) -> [u8; 16] {
+        self.src.octets()
     }
 
-    /// The IPv4 destination (meaningful for [`Family::V4`] only).
+    /// The server address bytes (IPv4: 4 bytes, then zeros).
+    #[inline(always)]
+    pub fn daddr(&self) -> [u8; 16] {
+        self.dst.octets()
+    }
+
+    /// The IPv4 client address (meaningful for [`Family::V4`] only).
+    #[inline(always)]
+    pub fn saddr4(&self) -> [u8; 4] {
+        self.src.v4_octets()
+    }
+
+    /// The IPv4 server address (meaningful for [`Family::V4`] only).
     #[inline(always)]
     pub fn daddr4(&self) -> [u8; 4] {
-        first4(&self.daddr)
+        self.dst.v4_octets()
     }
 
     /// The `SRC_RATE` key of the client: its /32, or its /64 (one host's worth of IPv6
     /// addresses, which an attacker gets for free).
     #[inline(always)]
     pub fn src_key(&self) -> SrcKey {
-        let s = &self.saddr;
         match self.family {
             Family::V4 => SrcKey {
                 family: 4,
                 _pad: 0,
-                addr: [s[0], s[1], s[2], s[3], 0, 0, 0, 0],
+                addr: (self.src.0[0] & 0xffff_ffff).to_le_bytes(),
             },
             Family::V6 => SrcKey {
                 family: 6,
                 _pad: 0,
-                addr: [s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]],
+                addr: self.src.0[0].to_le_bytes(),
             },
         }
     }
@@ -95,8 +185,8 @@ impl Flow {
     #[inline(always)]
     pub fn reflectable(&self) -> bool {
         match self.family {
-            Family::V4 => unicast4(self.saddr[0]) && unicast4(self.daddr[0]),
-            Family::V6 => unicast6(&self.saddr) && unicast6(&self.daddr),
+            Family::V4 => unicast4(self.src.first()) && unicast4(self.dst.first()),
+            Family::V6 => unicast6(&self.src) && unicast6(&self.dst),
         }
     }
 }
@@ -109,15 +199,16 @@ fn unicast4(first_octet: u8) -> bool {
 
 /// Not ff00::/8 (multicast), :: (unspecified) or ::1 (loopback).
 #[inline(always)]
-fn unicast6(a: &[u8; 16]) -> bool {
-    let hi = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
-    let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
-    a[0] != 0xff && !(hi == 0 && lo <= 1)
+fn unicast6(a: &Addr) -> bool {
+    // ::1 is byte 15 = 1, the top byte of the little-endian second word.
+    let unspecified_or_loopback = a.0[0] == 0 && (a.0[1] == 0 || a.0[1] == 1 << 56);
+    a.first() != 0xff && !unspecified_or_loopback
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn src_keys() {
@@ -158,8 +249,31 @@ mod tests {
         assert!(!ok6(lo, u));
         lo[15] = 1;
         assert!(!ok6(lo, u));
+        lo[15] = 2;
+        assert!(ok6(lo, u), "::2 is not special here");
+        lo[15] = 1;
+        lo[0] = 1;
+        assert!(ok6(lo, u));
         let mut mc = u;
         mc[0] = 0xff;
         assert!(!ok6(u, mc));
+    }
+
+    proptest! {
+        #[test]
+        fn addr_roundtrips(a: [u8; 16], b: [u8; 4]) {
+            prop_assert_eq!(Addr::from_v6(a).octets(), a);
+            prop_assert_eq!(Addr::from_v4(b).v4_octets(), b);
+            let mut wide = [0u8; 16];
+            wide[..4].copy_from_slice(&b);
+            prop_assert_eq!(Addr::from_v4(b).octets(), wide);
+            prop_assert_eq!(Addr::load6(&a[..], 0), Some(Addr::from_v6(a)));
+            prop_assert_eq!(Addr::load4(&a[..], 3), Some(Addr::from_v4([a[3], a[4], a[5], a[6]])));
+            let mut buf = [0u8; 16];
+            Addr::from_v6(a).store6(&mut buf[..], 0).unwrap();
+            prop_assert_eq!(buf, a);
+            Addr::from_v4(b).store4(&mut buf[..], 12).unwrap();
+            prop_assert_eq!(&buf[12..], &b[..]);
+        }
     }
 }

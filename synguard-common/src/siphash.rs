@@ -1,55 +1,83 @@
 //! SipHash-2-4 (Aumasson and Bernstein) over a message of `N` little-endian 64-bit words.
 //!
 //! The cookie MAC input has a fixed size per address family, so the message is given as
-//! words already: no tail handling, no heap, loops with constant bounds. The result is
+//! words already: no tail handling, no heap, loops with constant bounds. [`SipHash24`]
+//! takes the words one at a time; [`siphash24`] takes an array of them. The result is
 //! the standard SipHash-2-4 of the `8 * N` message bytes, which the tests check against
 //! the `siphasher` crate.
 
-#[inline(always)]
-fn sipround(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13);
-    v[1] ^= v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16);
-    v[3] ^= v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21);
-    v[3] ^= v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17);
-    v[1] ^= v[2];
-    v[2] = v[2].rotate_left(32);
+/// SipHash-2-4 state fed one 64-bit word at a time, so a caller can hash words it
+/// computes on the fly instead of building a message array on the (512-byte) BPF stack.
+#[derive(Clone, Copy)]
+pub struct SipHash24 {
+    v0: u64,
+    v1: u64,
+    v2: u64,
+    v3: u64,
+}
+
+impl SipHash24 {
+    #[inline(always)]
+    pub fn new(k0: u64, k1: u64) -> SipHash24 {
+        SipHash24 {
+            v0: k0 ^ 0x736f_6d65_7073_6575,
+            v1: k1 ^ 0x646f_7261_6e64_6f6d,
+            v2: k0 ^ 0x6c79_6765_6e65_7261,
+            v3: k1 ^ 0x7465_6462_7974_6573,
+        }
+    }
+
+    #[inline(always)]
+    fn round(&mut self) {
+        self.v0 = self.v0.wrapping_add(self.v1);
+        self.v1 = self.v1.rotate_left(13);
+        self.v1 ^= self.v0;
+        self.v0 = self.v0.rotate_left(32);
+        self.v2 = self.v2.wrapping_add(self.v3);
+        self.v3 = self.v3.rotate_left(16);
+        self.v3 ^= self.v2;
+        self.v0 = self.v0.wrapping_add(self.v3);
+        self.v3 = self.v3.rotate_left(21);
+        self.v3 ^= self.v0;
+        self.v2 = self.v2.wrapping_add(self.v1);
+        self.v1 = self.v1.rotate_left(17);
+        self.v1 ^= self.v2;
+        self.v2 = self.v2.rotate_left(32);
+    }
+
+    /// Absorbs the next 8 message bytes, given as their little-endian word.
+    #[inline(always)]
+    pub fn word(mut self, w: u64) -> SipHash24 {
+        self.v3 ^= w;
+        self.round();
+        self.round();
+        self.v0 ^= w;
+        self
+    }
+
+    /// The hash of the `words` words absorbed so far (no tail bytes).
+    #[inline(always)]
+    pub fn finish(mut self, words: usize) -> u64 {
+        // Final block: the message length mod 256 in the top byte.
+        let b = ((words as u64 * 8) & 0xff) << 56;
+        self = self.word(b);
+        self.v2 ^= 0xff;
+        self.round();
+        self.round();
+        self.round();
+        self.round();
+        self.v0 ^ self.v1 ^ self.v2 ^ self.v3
+    }
 }
 
 /// SipHash-2-4 with key `(k0, k1)` of the `8 * N` bytes whose little-endian words are `m`.
 #[inline(always)]
 pub fn siphash24<const N: usize>(k0: u64, k1: u64, m: &[u64; N]) -> u64 {
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
+    let mut h = SipHash24::new(k0, k1);
     for &w in m {
-        v[3] ^= w;
-        sipround(&mut v);
-        sipround(&mut v);
-        v[0] ^= w;
+        h = h.word(w);
     }
-    // Final block: the message length mod 256 in the top byte, no tail bytes.
-    let b = ((N as u64 * 8) & 0xff) << 56;
-    v[3] ^= b;
-    sipround(&mut v);
-    sipround(&mut v);
-    v[0] ^= b;
-    v[2] ^= 0xff;
-    sipround(&mut v);
-    sipround(&mut v);
-    sipround(&mut v);
-    sipround(&mut v);
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    h.finish(N)
 }
 
 #[cfg(test)]
@@ -87,6 +115,12 @@ mod tests {
         #[test]
         fn matches_siphasher_6_words(k0: u64, k1: u64, m: [u64; 6]) {
             prop_assert_eq!(siphash24(k0, k1, &m), reference(k0, k1, &m));
+        }
+
+        #[test]
+        fn streaming_matches_siphasher(k0: u64, k1: u64, m in prop::collection::vec(any::<u64>(), 0..40)) {
+            let h = m.iter().fold(SipHash24::new(k0, k1), |h, &w| h.word(w));
+            prop_assert_eq!(h.finish(m.len()), reference(k0, k1, &m));
         }
     }
 }

@@ -33,7 +33,7 @@
 use crate::checksum;
 use crate::cookie::{self, Minted};
 use crate::flags::{self, FlagVerdict};
-use crate::flow::Flow;
+use crate::flow::{Addr, Family, Flow};
 use crate::maps::{Config, CookieMeta, Counter, KeySlot, Mode, State};
 use crate::packet::Packet;
 use crate::wire::IPPROTO_TCP;
@@ -115,46 +115,44 @@ struct Segment {
 fn segment<P: Packet + ?Sized>(p: &P) -> Option<Segment> {
     let eth = Frame::parse(p)?;
     let l3 = eth.l3_off;
-    let (flow_of, l4, ip_hdr_len, ip_len, ip_options, first_fragment);
+    let (family, src, dst, ip_hdr_len, ip_len, ip_options, first_fragment);
     if eth.ethertype == ETHERTYPE_IPV4 {
         let ip = Ipv4Header::parse(p, l3)?;
         if ip.version != 4 || ip.ihl < 5 || ip.proto != IPPROTO_TCP || ip.frag_off != 0 {
             return None;
         }
+        family = Family::V4;
+        src = Addr::from_v4(ip.src);
+        dst = Addr::from_v4(ip.dst);
         ip_hdr_len = ip.header_len();
-        l4 = l3 + ip_hdr_len;
         ip_len = usize::from(ip.tot_len);
         ip_options = ip.ihl > 5;
         first_fragment = ip.mf;
-        let ports = p.load::<4>(l4)?;
-        flow_of = Flow::v4(
-            ip.src,
-            ip.dst,
-            u16::from_be_bytes([ports[0], ports[1]]),
-            u16::from_be_bytes([ports[2], ports[3]]),
-        );
     } else if eth.ethertype == ETHERTYPE_IPV6 {
         let ip = Ipv6Header::parse(p, l3)?;
         if ip.version != 6 || ip.next_header != IPPROTO_TCP {
             return None;
         }
+        family = Family::V6;
+        src = ip.src;
+        dst = ip.dst;
         ip_hdr_len = ipv6::HEADER_LEN;
-        l4 = l3 + ip_hdr_len;
         ip_len = ipv6::HEADER_LEN + usize::from(ip.payload_len);
         ip_options = false;
         first_fragment = false;
-        let ports = p.load::<4>(l4)?;
-        flow_of = Flow::v6(
-            ip.src,
-            ip.dst,
-            u16::from_be_bytes([ports[0], ports[1]]),
-            u16::from_be_bytes([ports[2], ports[3]]),
-        );
     } else {
         return None;
     }
+    let l4 = l3 + ip_hdr_len;
+    let ports = p.load::<4>(l4)?;
     Some(Segment {
-        flow: flow_of,
+        flow: Flow {
+            family,
+            src,
+            dst,
+            sport: u16::from_be_bytes([ports[0], ports[1]]),
+            dport: u16::from_be_bytes([ports[2], ports[3]]),
+        },
         l3,
         l4,
         ip_hdr_len,
@@ -172,21 +170,36 @@ pub fn tc_flow<P: Packet + ?Sized>(p: &P) -> Option<Flow> {
     Some(segment(p)?.flow)
 }
 
-/// Counts `c` and drops, or passes in monitor mode.
+/// What the path-specific steps need to know about the segment and the settings.
+struct Ctx {
+    seg: Segment,
+    tcph: TcpHeader,
+    /// Length of the TCP option area.
+    opt_len: usize,
+    engaged: bool,
+    monitor: bool,
+    active_key: u32,
+}
+
+/// A decision and the one counter that explains it.
+type Outcome = Option<(Verdict, Counter)>;
+
+/// Drops under counter `c`, or passes in monitor mode.
 #[inline(always)]
-fn reject<E: Env>(env: &mut E, c: Counter, monitor: bool) -> Verdict {
-    env.count(c);
-    if monitor {
-        Verdict::Pass
-    } else {
-        Verdict::Drop
-    }
+fn reject(c: Counter, monitor: bool) -> Outcome {
+    Some((
+        if monitor {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        },
+        c,
+    ))
 }
 
 #[inline(always)]
-fn pass<E: Env>(env: &mut E, c: Counter) -> Verdict {
-    env.count(c);
-    Verdict::Pass
+fn pass(c: Counter) -> Outcome {
+    Some((Verdict::Pass, c))
 }
 
 /// Decides what to do with one frame, rewriting it into a SYN+ACK when the verdict is
@@ -194,106 +207,110 @@ fn pass<E: Env>(env: &mut E, c: Counter) -> Verdict {
 #[inline(always)]
 pub fn process<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Verdict {
     env.count(Counter::PacketsSeen);
-    let Some(seg) = segment(p) else {
-        return Verdict::Pass;
-    };
-    if !env.port_protected(seg.flow.dport) {
-        return Verdict::Pass;
+    // One counting site for the reason: each `count` is a map lookup once inlined.
+    match decide(p, env) {
+        Some((v, c)) => {
+            env.count(c);
+            v
+        }
+        None => Verdict::Pass,
     }
-    let cfg = env.config();
+}
+
+#[inline(always)]
+fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
+    let seg = segment(p)?;
+    if !env.port_protected(seg.flow.dport) {
+        return None;
+    }
     let state = env.state();
-    let mode = Mode::from_u32(cfg.mode).unwrap_or(Mode::Monitor);
+    let mode = Mode::from_u32(env.config().mode).unwrap_or(Mode::Monitor);
     let monitor = mode == Mode::Monitor;
     let engaged = mode == Mode::Always || (mode == Mode::Auto && state.engaged != 0);
 
     match env.list_verdict(&seg.flow) {
-        ListVerdict::Deny => return reject(env, Counter::Deny, monitor),
-        ListVerdict::Allow => return pass(env, Counter::Allow),
+        ListVerdict::Deny => return reject(Counter::Deny, monitor),
+        ListVerdict::Allow => return pass(Counter::Allow),
         ListVerdict::None => {}
     }
     if seg.first_fragment {
-        return reject(env, Counter::Fragment, monitor);
+        return reject(Counter::Fragment, monitor);
     }
     if seg.ip_len < seg.ip_hdr_len + tcp::HEADER_LEN
         || p.load::<1>(seg.l3 + seg.ip_len - 1).is_none()
     {
-        return reject(env, Counter::Malformed, monitor);
+        return reject(Counter::Malformed, monitor);
     }
     let Some(tcph) = TcpHeader::parse(p, seg.l4) else {
-        return reject(env, Counter::Malformed, monitor);
+        return reject(Counter::Malformed, monitor);
     };
     if tcph.doff < 5 || tcph.header_len() > seg.ip_len - seg.ip_hdr_len {
-        return reject(env, Counter::Malformed, monitor);
+        return reject(Counter::Malformed, monitor);
     }
 
+    let ctx = Ctx {
+        seg,
+        tcph,
+        opt_len: tcph.header_len() - tcp::HEADER_LEN,
+        engaged,
+        monitor,
+        active_key: state.active_key & 1,
+    };
     match flags::verdict(tcph.flags) {
-        FlagVerdict::Invalid(r) => reject(env, r.counter(), monitor),
-        FlagVerdict::Syn => syn(p, env, &seg, &tcph, &cfg, &state, engaged, monitor),
+        FlagVerdict::Invalid(r) => reject(r.counter(), monitor),
+        FlagVerdict::Syn => {
+            env.count(Counter::SynSeen);
+            syn(p, env, &ctx)
+        }
         FlagVerdict::Ack => {
-            if env.socket_state(&seg.flow) == SockState::Other {
-                return pass(env, Counter::EstablishedPass);
+            if env.socket_state(&ctx.seg.flow) == SockState::Other {
+                return pass(Counter::EstablishedPass);
             }
-            cookie_ack(p, env, &seg, &tcph, &state, engaged, monitor)
+            cookie_ack(p, env, &ctx)
         }
         FlagVerdict::Rst | FlagVerdict::SynAck => {
-            if env.socket_state(&seg.flow) == SockState::Other {
-                return pass(env, Counter::EstablishedPass);
+            if env.socket_state(&ctx.seg.flow) == SockState::Other {
+                return pass(Counter::EstablishedPass);
             }
-            reject(env, Counter::NoSocketDrop, monitor)
+            reject(Counter::NoSocketDrop, monitor)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn syn<P: Packet + ?Sized, E: Env>(
-    p: &mut P,
-    env: &mut E,
-    seg: &Segment,
-    tcph: &TcpHeader,
-    cfg: &Config,
-    state: &State,
-    engaged: bool,
-    monitor: bool,
-) -> Verdict {
-    env.count(Counter::SynSeen);
+fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome {
+    let seg = &ctx.seg;
     if seg.ip_options || !seg.flow.reflectable() {
-        return reject(env, Counter::Malformed, monitor);
+        return reject(Counter::Malformed, ctx.monitor);
     }
-    let Ok(opts) = tcp_options::parse(
-        p,
-        seg.l4 + tcp::HEADER_LEN,
-        tcph.header_len() - tcp::HEADER_LEN,
-    ) else {
-        return reject(env, Counter::Malformed, monitor);
+    let Ok(opts) = tcp_options::parse(p, seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
+        return reject(Counter::Malformed, ctx.monitor);
     };
-    if !engaged {
-        return pass(env, Counter::SynPassed);
+    if !ctx.engaged {
+        return pass(Counter::SynPassed);
     }
     // Without a key (controller not up yet) the kernel answers, with its own cookies if
     // need be: failing open beats dropping every SYN.
-    let Some(key) = valid_key(env, state.active_key & 1) else {
-        return pass(env, Counter::SynPassed);
+    let Some(key) = valid_key(env, ctx.active_key) else {
+        return pass(Counter::SynPassed);
     };
     let now = env.now_ns();
     if !env.src_syn_allowed(&seg.flow, now) {
-        return reject(env, Counter::RateLimited, monitor);
+        return reject(Counter::RateLimited, ctx.monitor);
     }
     if !env.synack_budget(now) {
-        return reject(env, Counter::SynackCapHit, monitor);
+        return reject(Counter::SynackCapHit, ctx.monitor);
     }
+    let cfg = env.config();
     // RFC 3168: an ECN-setup SYN has both ECE and CWR.
     let ecn_setup = flags::ECE | flags::CWR;
-    let ecn = tcph.flags & ecn_setup == ecn_setup && cfg.ecn != 0;
-    let minted = cookie::mint(&key, &seg.flow, tcph.seq, &opts, ecn);
-    match build_synack(p, seg, tcph, &opts, cfg, &key, &minted, ecn) {
-        Some(len) => {
-            env.count(Counter::CookieSent);
-            Verdict::Tx { len }
-        }
+    let ecn = ctx.tcph.flags & ecn_setup == ecn_setup && cfg.ecn != 0;
+    let minted = cookie::mint(&key, &seg.flow, ctx.tcph.seq, &opts, ecn);
+    match build_synack(p, ctx, &opts, &cfg, &key, &minted, ecn) {
+        Some(len) => Some((Verdict::Tx { len }, Counter::CookieSent)),
         // Unreachable after the length checks; the frame may be half rewritten, so it
-        // must not go anywhere.
-        None => reject(env, Counter::Malformed, false),
+        // must not go anywhere, monitor or not.
+        None => reject(Counter::Malformed, false),
     }
 }
 
@@ -313,26 +330,25 @@ fn clamp_wscale(ws: u8) -> u8 {
 #[inline(always)]
 fn build_synack<P: Packet + ?Sized>(
     p: &mut P,
-    seg: &Segment,
-    tcph: &TcpHeader,
+    ctx: &Ctx,
     opts: &TcpOptions,
     cfg: &Config,
     key: &KeySlot,
     minted: &Minted,
     ecn: bool,
 ) -> Option<usize> {
+    let seg = &ctx.seg;
     let flow = &seg.flow;
     let v6 = flow.is_v6();
     let adv_mss = if v6 { cfg.adv_mss6 } else { cfg.adv_mss4 };
-    let mut o = [0u8; 20];
-    let mut olen = tcp_options::write_synack(opts, adv_mss, key.wscale, minted.tsval, &mut o);
+    let mut o = tcp_options::synack_options(opts, adv_mss, key.wscale, minted.tsval);
     // Our options fit in the client's whenever it sent an MSS option. A client that sent
     // none (a bare 54-byte SYN from a flood tool, typically) may leave no room for ours;
     // it then gets no MSS option and assumes the protocol default, which is safe.
-    if p.load::<1>(seg.l4 + tcp::HEADER_LEN + olen - 1).is_none() {
-        o = [0u8; 20];
-        olen = tcp_options::write_synack(opts, 0, key.wscale, minted.tsval, &mut o);
+    if p.load::<1>(seg.l4 + tcp::HEADER_LEN + o.len - 1).is_none() {
+        o = tcp_options::synack_options(opts, 0, key.wscale, minted.tsval);
     }
+    let olen = o.len;
     let tcp_len = tcp::HEADER_LEN + olen;
     let new_len = seg.l4 + tcp_len;
     // Everything below writes inside [0, new_len): make sure it is all there first.
@@ -347,11 +363,11 @@ fn build_synack<P: Packet + ?Sized>(
             payload_len: tcp_len as u16,
             next_header: IPPROTO_TCP,
             hop_limit: cfg.ttl,
-            src: flow.daddr,
-            dst: flow.saddr,
+            src: flow.dst,
+            dst: flow.src,
         }
         .write(p, seg.l3)?;
-        checksum::pseudo_v6(&flow.daddr, &flow.saddr, IPPROTO_TCP, tcp_len as u32)
+        checksum::pseudo_v6(&flow.dst, &flow.src, IPPROTO_TCP, tcp_len as u32)
     } else {
         Ipv4Header {
             version: 4,
@@ -375,7 +391,7 @@ fn build_synack<P: Packet + ?Sized>(
         src_port: flow.dport,
         dst_port: flow.sport,
         seq: minted.isn,
-        ack: tcph.seq.wrapping_add(1),
+        ack: ctx.tcph.seq.wrapping_add(1),
         doff: (tcp_len / 4) as u8,
         reserved: 0,
         flags: flags::SYN | flags::ACK | if ecn { flags::ECE } else { 0 },
@@ -388,17 +404,22 @@ fn build_synack<P: Packet + ?Sized>(
         checksum: 0,
         urgent: 0,
     };
+    let [w0, w1, w2, w3, w4] = o.words;
+    // Unused option words are zero, so all five can be summed.
+    let opt_sum = checksum::add(
+        checksum::add(checksum::add(w0, w1), checksum::add(w2, w3)),
+        w4,
+    );
     let sum = checksum::add(pseudo, checksum::sum_bytes(&th.emit()));
-    th.checksum = checksum::finish(checksum::add(sum, checksum::sum_prefix(&o, olen)));
+    th.checksum = checksum::finish(checksum::add(sum, opt_sum));
     th.write(p, seg.l4)?;
     let at = seg.l4 + tcp::HEADER_LEN;
-    // Word by word with constant indexes: only the words we use, and the frame may end
-    // right after the last one.
-    store_word(p, at, &o, 0, olen)?;
-    store_word(p, at, &o, 1, olen)?;
-    store_word(p, at, &o, 2, olen)?;
-    store_word(p, at, &o, 3, olen)?;
-    store_word(p, at, &o, 4, olen)?;
+    // Only the words we use: the frame may end right after the last one.
+    store_word(p, at, w0, 0, olen)?;
+    store_word(p, at, w1, 1, olen)?;
+    store_word(p, at, w2, 2, olen)?;
+    store_word(p, at, w3, 3, olen)?;
+    store_word(p, at, w4, 4, olen)?;
     Some(new_len)
 }
 
@@ -406,56 +427,38 @@ fn build_synack<P: Packet + ?Sized>(
 fn store_word<P: Packet + ?Sized>(
     p: &mut P,
     at: usize,
-    o: &[u8; 20],
+    w: u32,
     i: usize,
     olen: usize,
 ) -> Option<()> {
     if i * 4 >= olen {
         return Some(());
     }
-    let w = match o.get(i * 4..i * 4 + 4) {
-        Some(&[a, b, c, d]) => [a, b, c, d],
-        _ => return None,
-    };
-    p.store(at + i * 4, w)
+    p.store_be32(at + i * 4, w)
 }
 
 #[inline(always)]
-fn cookie_ack<P: Packet + ?Sized, E: Env>(
-    p: &P,
-    env: &mut E,
-    seg: &Segment,
-    tcph: &TcpHeader,
-    state: &State,
-    engaged: bool,
-    monitor: bool,
-) -> Verdict {
-    let not_ours = |env: &mut E, c: Counter| {
-        if engaged {
-            reject(env, c, monitor)
+fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outcome {
+    let not_ours = |c: Counter| {
+        if ctx.engaged {
+            reject(c, ctx.monitor)
         } else {
-            pass(env, Counter::AckPassedUnengaged)
+            pass(Counter::AckPassedUnengaged)
         }
     };
-    let Ok(opts) = tcp_options::parse(
-        p,
-        seg.l4 + tcp::HEADER_LEN,
-        tcph.header_len() - tcp::HEADER_LEN,
-    ) else {
-        return not_ours(env, Counter::Malformed);
+    let seg = &ctx.seg;
+    let Ok(opts) = tcp_options::parse(p, seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
+        return not_ours(Counter::Malformed);
     };
-    let isn = tcph.seq.wrapping_sub(1);
-    let cookie = tcph.ack.wrapping_sub(1);
-    let active = state.active_key & 1;
-    if let Some(meta) = try_slot(env, active, &seg.flow, isn, cookie, &opts) {
-        env.count(Counter::CookieAckValid);
-        return Verdict::PassWithMeta(meta);
+    let isn = ctx.tcph.seq.wrapping_sub(1);
+    let cookie = ctx.tcph.ack.wrapping_sub(1);
+    if let Some(meta) = try_slot(env, ctx.active_key, &seg.flow, isn, cookie, &opts) {
+        return Some((Verdict::PassWithMeta(meta), Counter::CookieAckValid));
     }
-    if let Some(meta) = try_slot(env, active ^ 1, &seg.flow, isn, cookie, &opts) {
-        env.count(Counter::CookieAckValid);
-        return Verdict::PassWithMeta(meta);
+    if let Some(meta) = try_slot(env, ctx.active_key ^ 1, &seg.flow, isn, cookie, &opts) {
+        return Some((Verdict::PassWithMeta(meta), Counter::CookieAckValid));
     }
-    not_ours(env, Counter::CookieAckInvalid)
+    not_ours(Counter::CookieAckInvalid)
 }
 
 /// The cookie checked against one key slot, and on success the metadata TC hands to

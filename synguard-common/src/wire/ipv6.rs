@@ -1,6 +1,7 @@
 //! The fixed 40-byte IPv6 header (RFC 8200). Extension headers are not walked: a packet
 //! is TCP to us only when `next_header` is TCP.
 
+use crate::flow::Addr;
 use crate::packet::Packet;
 
 pub const HEADER_LEN: usize = 40;
@@ -14,18 +15,18 @@ pub struct Ipv6Header {
     pub payload_len: u16,
     pub next_header: u8,
     pub hop_limit: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: Addr,
+    pub dst: Addr,
 }
 
 impl Ipv6Header {
-    /// Decodes the 40 bytes at `off` (three loads, to keep each stack copy small); `None`
-    /// if they are not all in the packet.
+    /// Decodes the 40 bytes at `off`, addresses as words (see [`Addr`]); `None` if they
+    /// are not all in the packet.
     #[inline(always)]
     pub fn parse<P: Packet + ?Sized>(p: &P, off: usize) -> Option<Ipv6Header> {
         let b = p.load::<8>(off)?;
-        let src = p.load::<16>(off + 8)?;
-        let dst = p.load::<16>(off + 24)?;
+        let src = Addr::load6(p, off + 8)?;
+        let dst = Addr::load6(p, off + 24)?;
         let vtf = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         Some(Ipv6Header {
             version: (vtf >> 28) as u8,
@@ -53,8 +54,8 @@ impl Ipv6Header {
     #[inline(always)]
     pub fn write<P: Packet + ?Sized>(&self, p: &mut P, off: usize) -> Option<()> {
         p.store(off, self.emit_fixed())?;
-        p.store(off + 8, self.src)?;
-        p.store(off + 24, self.dst)
+        self.src.store6(p, off + 8)?;
+        self.dst.store6(p, off + 24)
     }
 }
 
@@ -75,8 +76,8 @@ mod tests {
         assert_eq!(h.payload_len, 40);
         assert_eq!(h.next_header, 6);
         assert_eq!(h.hop_limit, 57);
-        assert_eq!(h.src[0], 1);
-        assert_eq!(h.dst[15], 116);
+        assert_eq!(h.src.octets()[0], 1);
+        assert_eq!(h.dst.octets()[15], 116);
         assert!(Ipv6Header::parse(&b[..39], 0).is_none());
     }
 

@@ -133,14 +133,70 @@ pub fn parse<P: Packet + ?Sized>(
     Ok(o)
 }
 
-/// Writes the options of our SYN+ACK into `out` and returns their length (a multiple of
-/// 4, at most 20).
+/// The options of our SYN+ACK as big-endian 32-bit words: `words[..len / 4]` are used,
+/// the rest are zero (so they add nothing to a checksum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAckOptions {
+    pub words: [u32; 5],
+    /// Bytes used: a multiple of 4, at most 20.
+    pub len: usize,
+}
+
+/// Lays out the options of our SYN+ACK.
 ///
-/// Layout, in order: MSS (`adv_mss`; omitted when `adv_mss` is 0), then SACK-permitted
-/// and/or timestamps (TSval = `tsval`, TSecr = the client's TSval), then window scale
+/// In order: MSS (`adv_mss`; omitted when `adv_mss` is 0), then SACK-permitted and/or
+/// timestamps (TSval = `tsval`, TSecr = the client's TSval), then window scale
 /// (`our_wscale`, clamped to 14). Everything but MSS is echoed only if `offered` has it,
 /// so when the client sent an MSS option our options are never longer than the client's:
 /// the SYN+ACK can always be built in place of the SYN.
+#[inline(always)]
+pub fn synack_options(
+    offered: &TcpOptions,
+    adv_mss: u16,
+    our_wscale: u8,
+    tsval: u32,
+) -> SynAckOptions {
+    // Built back to front, each word pushed in at index 0, so every index is a constant:
+    // no variable-offset stack access, and the words can live in registers.
+    let mut w = [0u32; 5];
+    let mut len = 0;
+    let mut push = |x: u32| {
+        w = [x, w[0], w[1], w[2], w[3]];
+        len += 4;
+    };
+    if offered.wscale != WSCALE_ABSENT {
+        let ws = if our_wscale > MAX_WSCALE {
+            MAX_WSCALE
+        } else {
+            our_wscale
+        };
+        push(u32::from_be_bytes([kind::NOP, kind::WSCALE, 3, ws]));
+    }
+    if offered.ts {
+        push(offered.tsval);
+        push(tsval);
+        // SACK-permitted fills the two bytes that would otherwise be NOP padding.
+        let lead = if offered.sack_ok {
+            [kind::SACK_PERM, 2]
+        } else {
+            [kind::NOP, kind::NOP]
+        };
+        push(u32::from_be_bytes([lead[0], lead[1], kind::TIMESTAMP, 10]));
+    } else if offered.sack_ok {
+        push(u32::from_be_bytes([
+            kind::NOP,
+            kind::NOP,
+            kind::SACK_PERM,
+            2,
+        ]));
+    }
+    if adv_mss != 0 {
+        push((u32::from(kind::MSS) << 24) | (4 << 16) | u32::from(adv_mss));
+    }
+    SynAckOptions { words: w, len }
+}
+
+/// [`synack_options`] as bytes: writes them into `out` and returns their length.
 #[inline(always)]
 pub fn write_synack(
     offered: &TcpOptions,
@@ -149,46 +205,13 @@ pub fn write_synack(
     tsval: u32,
     out: &mut [u8; 20],
 ) -> usize {
-    let mut len = 0;
-    if adv_mss != 0 {
-        let [m0, m1] = adv_mss.to_be_bytes();
-        put(out, len, [kind::MSS, 4, m0, m1]);
-        len += 4;
-    }
-    if offered.ts {
-        // SACK-permitted fills the two bytes that would otherwise be NOP padding.
-        let lead = if offered.sack_ok {
-            [kind::SACK_PERM, 2]
-        } else {
-            [kind::NOP, kind::NOP]
-        };
-        let [v0, v1, v2, v3] = tsval.to_be_bytes();
-        let [e0, e1, e2, e3] = offered.tsval.to_be_bytes();
-        put(out, len, [lead[0], lead[1], kind::TIMESTAMP, 10]);
-        put(out, len + 4, [v0, v1, v2, v3]);
-        put(out, len + 8, [e0, e1, e2, e3]);
-        len += 12;
-    } else if offered.sack_ok {
-        put(out, len, [kind::NOP, kind::NOP, kind::SACK_PERM, 2]);
-        len += 4;
-    }
-    if offered.wscale != WSCALE_ABSENT {
-        let ws = if our_wscale > MAX_WSCALE {
-            MAX_WSCALE
-        } else {
-            our_wscale
-        };
-        put(out, len, [kind::NOP, kind::WSCALE, 3, ws]);
-        len += 4;
-    }
-    len
-}
-
-#[inline(always)]
-fn put(out: &mut [u8; 20], at: usize, word: [u8; 4]) {
-    if let Some(dst) = out.get_mut(at..at + 4) {
-        dst.copy_from_slice(&word);
-    }
+    let o = synack_options(offered, adv_mss, our_wscale, tsval);
+    let [a, b, c, d, e] = o.words.map(u32::to_be_bytes);
+    *out = [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3], e[0], e[1], e[2], e[3],
+    ];
+    o.len
 }
 
 #[cfg(test)]
@@ -321,6 +344,7 @@ mod tests {
         assert_eq!(&out[..n], &[2, 4, 0x02, 0x18, 1, 3, 3, 14]);
         let n = write_synack(&TcpOptions::NONE, 0, 9, 5, &mut out);
         assert_eq!(n, 0);
+        assert_eq!(out, [0; 20], "unused words are zero");
     }
 
     /// One option as the client may encode it, padded or not.
