@@ -2,7 +2,7 @@
 //! under CI (`CI` set), where a missing privilege must fail the run rather than pass silently.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,7 +19,11 @@ fn have_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: needs root (netns, veth, XDP); CI must run the harness tests as root");
     }
-    eprintln!("SKIPPED {test}: needs root (run `sudo -E cargo test -p synguard-harness`)");
+    // Straight to fd 2: libtest captures eprintln! of passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (run `sudo -E cargo test -p synguard-harness`)"
+    );
     false
 }
 
