@@ -1,7 +1,7 @@
 //! Measures flood throughput into the server veth under a few setups.
 //!
 //! `cargo run -p synguard-harness --example flood_probe --release -- [secs] [listen] [xdpdrop]
-//! [norps] [cpus=N] [v6] [opts] [kind=syn|ack|rst|fin|invalid]`
+//! [norps] [cpus=N] [v6] [opts] [prio] [kind=syn|ack|rst|fin|invalid]`
 use std::time::Duration;
 
 use synguard_harness::{Family, FloodKind, FloodOptions, Topology, TopologyOptions, flood, xdp};
@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     let mut o = FloodOptions::new(kind, fam, 80, Duration::from_secs(secs));
     o.cpus = val("cpus").and_then(|c| c.parse().ok()).unwrap_or(1);
     o.syn_options = has("opts");
+    o.high_priority = has("prio");
     let rep = flood::run(&t, &o)?;
     println!(
         "{:?}: atk tx {:.0} pps, arrived at srv {:.0} pps (accepted {:.0}, rx_dropped {}), \

@@ -2,13 +2,16 @@
 //!
 //! trafgen was chosen over writing a Rust AF_PACKET sender: it already fills a PACKET_TX_RING
 //! with qdisc bypass, randomises fields per packet and recomputes the IPv4/TCP checksums
-//! itself. What limits the rate on veth is not the sender but the receive path, which veth runs
-//! in the sender's own context: one trafgen process on the 2-core reference box delivers
-//! ~300–325 k pps into the server veth when the server drops in XDP (see `xdp::attach_drop`),
-//! and with the kernel answering SYNs it is throttled to ~140 k pps unless the server's
-//! receive work is steered to the other core (`TopologyOptions::server_rps`, default on), where
-//! the excess is dropped from the backlog like a NIC would. A second trafgen process only
-//! steals that core.
+//! itself, and the sender is not what limits the rate. On veth the receive path runs in the
+//! sender's own context, so measured on the 2-core reference box (3 s floods, one trafgen at
+//! high priority, other builds running):
+//! - server veth with the XDP_DROP sink (`xdp::attach_drop`): 310–325 k pps arrive;
+//! - kernel answering SYNs, RPS on (`TopologyOptions::server_rps`, the default): 320–345 k pps
+//!   arrive at the server veth, of which the server core takes ~140–210 k pps and drops the
+//!   rest from its backlog, as a NIC would (IPv6 and SYNs with options: ~320 k pps);
+//! - kernel answering SYNs without RPS: ~135 k pps, the sender waits on the server's stack;
+//! - without `-H` on a busy box: 200–330 k pps. A second trafgen process only steals the server
+//!   core.
 //!
 //! Every packet: destination MAC = the server veth's MAC, source IP random inside the spoof
 //! prefix (198.19.0.0/16 or 2001:2:0:ff00::/56), random source port, IP id and sequence number.
@@ -100,6 +103,9 @@ pub struct FloodOptions {
     pub rate_pps: Option<u64>,
     /// Fixed PRNG seed for reproducible packets.
     pub seed: Option<u32>,
+    /// Run trafgen at high priority (`-H`), so that other work on a busy box (builds) does not
+    /// decide the measured rate.
+    pub high_priority: bool,
 }
 
 impl FloodOptions {
@@ -114,6 +120,7 @@ impl FloodOptions {
             syn_options: false,
             rate_pps: None,
             seed: None,
+            high_priority: true,
         }
     }
 }
@@ -314,6 +321,9 @@ pub fn start_to(
     }
     if let Some(r) = opts.rate_pps {
         cmd.args(["-b", &format!("{r}pps")]);
+    }
+    if opts.high_priority {
+        cmd.arg("-H");
     }
     if let Some(s) = opts.seed {
         cmd.args(["-E", &s.to_string()]);
