@@ -67,6 +67,27 @@ impl KeyRing {
         Ok(slot)
     }
 
+    /// Sets `STATE.engaged`, keeping `active_key` as this ring last wrote it. The run loop
+    /// owns the ring, so rotation and the auto-mode trigger are the only two writers of
+    /// STATE and they never interleave.
+    pub fn set_engaged(&mut self, engaged: bool) -> Result<()> {
+        let st = self.state.get(&0, 0)?;
+        self.state
+            .set(
+                0,
+                &State {
+                    engaged: u32::from(engaged),
+                    ..st
+                },
+                0,
+            )
+            .context("writing STATE.engaged")
+    }
+
+    pub fn engaged(&self) -> Result<bool> {
+        Ok(self.state.get(&0, 0)?.engaged != 0)
+    }
+
     pub fn active(&self) -> Result<KeySlot> {
         let st = self.state.get(&0, 0)?;
         Ok(self.keys.get(&(st.active_key & 1), 0)?)

@@ -1,0 +1,415 @@
+//! Command-line interface. Every value goes through the parsers in `settings`, so a flag,
+//! a config-file entry and `synguard set` accept and reject exactly the same things.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    daemon::RunOpts,
+    ports::{self, PortSet},
+    settings::{self, FileConfig, Key, Setting, Tunables, XdpModeArg},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "synguard", version, about = "XDP SYN-cookie flood mitigator")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Load, attach and run until SIGINT/SIGTERM, rotating the cookie key and driving auto
+    /// mode. Takes over the pinned programs of a previous run without a detach gap.
+    Run(Box<RunArgs>),
+    /// Change a setting live, through the pinned CONFIG/PORTS maps.
+    #[command(after_help = SET_HELP)]
+    Set {
+        #[arg(long)]
+        iface: String,
+        /// Setting name (see below).
+        key: String,
+        value: String,
+    },
+    /// Sources that bypass every check (ALLOW4/ALLOW6).
+    Allow {
+        #[command(subcommand)]
+        op: ListOp,
+    },
+    /// Sources whose packets to protected ports are dropped (DENY4/DENY6).
+    Deny {
+        #[command(subcommand)]
+        op: ListOp,
+    },
+    /// Per-reason packet totals and rates, plus socket states on the protected ports.
+    Stats {
+        #[arg(long)]
+        iface: String,
+        /// One JSON object per sample.
+        #[arg(long)]
+        json: bool,
+        /// Print again every DURATION (e.g. 1s), with rates over that interval.
+        #[arg(long, value_parser = parse_duration)]
+        watch: Option<Duration>,
+        /// How long a single (non-watch) sample measures rates over; 0s for totals only.
+        #[arg(long, default_value = "1s", value_parser = parse_duration_or_zero)]
+        sample: Duration,
+    },
+    /// Attached or not, XDP mode, key epoch and age, and every setting.
+    Status {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the kernel, BTF, the kfunc, sysctls and listeners.
+    Check {
+        #[arg(long)]
+        iface: Option<String>,
+        /// Ports that need a listener (default: those of the instance on --iface, else 80,443).
+        #[arg(long, value_parser = ports::parse)]
+        ports: Option<PortSet>,
+    },
+    /// Detach the programs and remove the pins, keys and counters.
+    Detach {
+        #[arg(long)]
+        iface: String,
+        /// Detach even though a daemon is running on the interface.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+const SET_HELP: &str = "Settings:
+  mode           monitor | auto | always
+  ports          e.g. 80,443,8000-8080 (rewrites the PORTS bitmap)
+  syn_rate_on    auto mode engages above this many SYN/s (1..1e9)
+  syn_rate_off   ... and disengages below this many (0..syn_rate_on)
+  src_syn_rate   per-source SYN/s, 0 = no limit
+  src_syn_burst  per-source bucket depth, 0 = one second's worth
+  synack_rate    machine-wide SYN+ACK/s cap, 0 = none (stored per CPU, rounded up)
+  adv_mss4       MSS advertised over IPv4 (536..65495)
+  adv_mss6       MSS advertised over IPv6 (1220..65475)
+  synack_window  SYN+ACK receive window (1..65535)
+  ttl            TTL / hop limit of SYN+ACKs (1..255)
+  ecn            on | off
+  wscale         window scale (0..14); applies from the next key rotation, so cookies
+                 already in flight keep the one they were minted with";
+
+#[derive(Subcommand, Debug)]
+pub enum ListOp {
+    /// Add one or more CIDRs (or bare addresses).
+    Add {
+        #[arg(long)]
+        iface: String,
+        #[arg(required = true)]
+        cidrs: Vec<String>,
+    },
+    /// Remove one or more CIDRs; nothing is removed if one is not in the list.
+    Del {
+        #[arg(long)]
+        iface: String,
+        #[arg(required = true)]
+        cidrs: Vec<String>,
+    },
+    /// List the entries, IPv4 first.
+    List {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--metrics` value: an address, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsArg(pub Option<std::net::SocketAddr>);
+
+fn parse_metrics(s: &str) -> Result<MetricsArg, String> {
+    settings::parse_metrics(s).map(MetricsArg)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(d)
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 1s or 500ms, got {s:?}: {e}"))
+}
+
+fn parse_rotation(s: &str) -> Result<Duration, String> {
+    settings::parse_rotation(s)
+}
+
+fn parse_xdp(s: &str) -> Result<XdpModeArg, String> {
+    settings::parse_xdp_mode(s)
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Interface to protect (or `iface` in the config file).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// TOML file with any of these settings; flags override it. Unknown keys are errors.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Protected ports [default: 80,443].
+    #[arg(long, value_parser = settings::flag(Key::Ports))]
+    pub ports: Option<Setting>,
+    /// monitor, auto or always [default: auto].
+    #[arg(long, value_parser = settings::flag(Key::Mode))]
+    pub mode: Option<Setting>,
+    /// Prometheus endpoint, or off [default: 127.0.0.1:9531].
+    #[arg(long, value_parser = parse_metrics)]
+    pub metrics: Option<MetricsArg>,
+    /// auto, native or generic [default: auto].
+    #[arg(long, value_parser = parse_xdp)]
+    pub xdp_mode: Option<XdpModeArg>,
+    /// Key rotation period, 1s-24h; a cookie stays valid at least this long [default: 60s].
+    #[arg(long, value_parser = parse_rotation)]
+    pub key_rotation: Option<Duration>,
+    /// Window scale we advertise, 0-14 [default: 7].
+    #[arg(long, value_parser = settings::flag(Key::Wscale))]
+    pub wscale: Option<Setting>,
+    /// Auto mode engages above this many SYN/s [default: 1000].
+    #[arg(long, value_parser = settings::flag(Key::SynRateOn))]
+    pub syn_rate_on: Option<Setting>,
+    /// Auto mode disengages below this many SYN/s [default: 500].
+    #[arg(long, value_parser = settings::flag(Key::SynRateOff))]
+    pub syn_rate_off: Option<Setting>,
+    /// Per-source SYN/s, 0 = no limit [default: 0].
+    #[arg(long, value_parser = settings::flag(Key::SrcSynRate))]
+    pub src_syn_rate: Option<Setting>,
+    /// Per-source bucket depth, 0 = one second's worth [default: 0].
+    #[arg(long, value_parser = settings::flag(Key::SrcSynBurst))]
+    pub src_syn_burst: Option<Setting>,
+    /// Machine-wide SYN+ACK/s cap, 0 = none [default: 0].
+    #[arg(long, value_parser = settings::flag(Key::SynackRate))]
+    pub synack_rate: Option<Setting>,
+    /// IPv4 MSS we advertise [default: 1460].
+    #[arg(long, value_parser = settings::flag(Key::AdvMss4))]
+    pub adv_mss4: Option<Setting>,
+    /// IPv6 MSS we advertise [default: 1440].
+    #[arg(long, value_parser = settings::flag(Key::AdvMss6))]
+    pub adv_mss6: Option<Setting>,
+    /// SYN+ACK receive window [default: 65535].
+    #[arg(long, value_parser = settings::flag(Key::SynackWindow))]
+    pub synack_window: Option<Setting>,
+    /// SYN+ACK TTL / hop limit [default: 64].
+    #[arg(long, value_parser = settings::flag(Key::Ttl))]
+    pub ttl: Option<Setting>,
+    /// Accept ECN setup: on or off [default: on].
+    #[arg(long, value_parser = settings::flag(Key::Ecn))]
+    pub ecn: Option<Setting>,
+    /// On SIGINT/SIGTERM, exit but leave the programs attached and the pins (keys, counters)
+    /// in place, for a restart or upgrade without a gap. `synguard detach` removes them.
+    #[arg(long)]
+    pub keep_attached: bool,
+}
+
+impl RunArgs {
+    fn settings(&self) -> impl Iterator<Item = &Setting> {
+        [
+            &self.mode,
+            &self.ports,
+            &self.wscale,
+            &self.syn_rate_on,
+            &self.syn_rate_off,
+            &self.src_syn_rate,
+            &self.src_syn_burst,
+            &self.synack_rate,
+            &self.adv_mss4,
+            &self.adv_mss6,
+            &self.synack_window,
+            &self.ttl,
+            &self.ecn,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Defaults, then the config file, then the flags; validated as a whole.
+    pub fn resolve(&self) -> Result<RunOpts> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        self.resolve_with(file)
+    }
+
+    pub fn resolve_with(&self, file: FileConfig) -> Result<RunOpts> {
+        let mut t = Tunables::default();
+        for s in file.settings.iter().chain(self.settings()) {
+            t.apply(s);
+        }
+        t.validate().map_err(anyhow::Error::msg)?;
+        let iface = self
+            .iface
+            .clone()
+            .or(file.iface)
+            .context("--iface is required (or `iface = \"...\"` in the config file)")?;
+        let metrics = match (self.metrics, file.metrics) {
+            (Some(m), _) => m.0,
+            (None, Some(m)) => m,
+            (None, None) => {
+                settings::parse_metrics(settings::DEFAULT_METRICS).map_err(anyhow::Error::msg)?
+            }
+        };
+        Ok(RunOpts {
+            iface,
+            tunables: t,
+            metrics,
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpModeArg::Auto),
+            rotation: self
+                .key_rotation
+                .or(file.key_rotation)
+                .unwrap_or(settings::DEFAULT_ROTATION),
+            keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use synguard_common::maps::Mode;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("synguard").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().cmd {
+            Cmd::Run(r) => *r,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let o = run_args(&["run", "--iface", "eth0"]).resolve().unwrap();
+        assert_eq!(o.iface, "eth0");
+        assert_eq!(o.tunables, Tunables::default());
+        assert_eq!(o.metrics.unwrap().to_string(), "127.0.0.1:9531");
+        assert_eq!(o.xdp_mode, XdpModeArg::Auto);
+        assert_eq!(o.rotation, Duration::from_secs(60));
+        assert!(!o.keep_attached);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            "iface = \"from-file\"\nmode = \"monitor\"\nttl = 10\nports = [22]\nmetrics = \"off\"\nkey_rotation = \"10s\"",
+        )
+        .unwrap();
+        let a = run_args(&[
+            "run",
+            "--ttl",
+            "20",
+            "--mode",
+            "always",
+            "--key-rotation",
+            "2m",
+        ]);
+        let o = a.resolve_with(file).unwrap();
+        assert_eq!(o.iface, "from-file");
+        assert_eq!(o.tunables.mode, Mode::Always);
+        assert_eq!(o.tunables.ttl, 20);
+        assert_eq!(o.tunables.ports.to_string(), "22");
+        assert_eq!(o.metrics, None);
+        assert_eq!(o.rotation, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn cross_field_errors_across_sources() {
+        let file = FileConfig::parse("syn_rate_on = 100").unwrap();
+        let e = run_args(&["run", "--iface", "x"])
+            .resolve_with(file)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("syn_rate_off (500) must not be above syn_rate_on (100)"),
+            "{e}"
+        );
+        let e = run_args(&["run"])
+            .resolve_with(FileConfig::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("--iface is required"));
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_by_clap_with_our_message() {
+        for (args, needle) in [
+            (
+                vec!["run", "--iface", "x", "--wscale", "15"],
+                "between 0 and 14",
+            ),
+            (
+                vec!["run", "--iface", "x", "--adv-mss4", "500"],
+                "between 536 and 65495",
+            ),
+            (
+                vec!["run", "--iface", "x", "--ports", "0"],
+                "expected 1-65535",
+            ),
+            (
+                vec!["run", "--iface", "x", "--mode", "on"],
+                "monitor, auto, always",
+            ),
+            (
+                vec!["run", "--iface", "x", "--xdp-mode", "fast"],
+                "auto, native, generic",
+            ),
+            (
+                vec!["run", "--iface", "x", "--metrics", "nowhere"],
+                "address:port",
+            ),
+            (
+                vec!["run", "--iface", "x", "--key-rotation", "0s"],
+                "between 1s and 24h",
+            ),
+            (
+                vec!["run", "--iface", "x", "--ttl", "0"],
+                "between 1 and 255",
+            ),
+            (
+                vec!["stats", "--iface", "x", "--watch", "0s"],
+                "longer than 0s",
+            ),
+            (vec!["check", "--ports", "99999"], "expected 1-65535"),
+            (vec!["allow", "add", "--iface", "x"], "required"),
+        ] {
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        assert!(matches!(
+            parse(&["deny", "add", "--iface", "x", "10.0.0.0/8", "2001:db8::/32"]).unwrap().cmd,
+            Cmd::Deny { op: ListOp::Add { ref cidrs, .. } } if cidrs.len() == 2
+        ));
+        assert!(matches!(
+            parse(&["set", "--iface", "x", "ttl", "3"]).unwrap().cmd,
+            Cmd::Set { .. }
+        ));
+        assert!(matches!(
+            parse(&["stats", "--iface", "x", "--watch", "1s", "--json"]).unwrap().cmd,
+            Cmd::Stats { watch: Some(d), json: true, .. } if d == Duration::from_secs(1)
+        ));
+    }
+}

@@ -1,0 +1,310 @@
+//! `synguard run`: load, attach (or take over a previous run's pinned links), then rotate
+//! keys and drive auto mode until SIGINT/SIGTERM.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use log::{info, warn};
+use synguard_common::maps::{Config, Counter, Mode, names};
+
+use crate::{
+    auto::{self, Hysteresis, RateMeter, Transition},
+    check, keys, loader,
+    metrics::{self, Live},
+    pinned,
+    pins::{self, RunState},
+    settings::{self, Tunables, XdpModeArg},
+};
+
+/// Everything `run` needs, validated.
+#[derive(Clone, Debug)]
+pub struct RunOpts {
+    pub iface: String,
+    pub tunables: Tunables,
+    pub metrics: Option<SocketAddr>,
+    pub xdp_mode: XdpModeArg,
+    pub rotation: Duration,
+    pub keep_attached: bool,
+}
+
+fn take(ebpf: &mut aya::Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from object"))
+}
+
+struct Attached {
+    ring: keys::KeyRing,
+    config: Array<MapData, Config>,
+    counters: PerCpuArray<MapData, u64>,
+    mode: String,
+    reason: String,
+    key_rotated_unix: u64,
+}
+
+pub fn run(o: RunOpts) -> Result<()> {
+    // Everything that can be checked is checked before anything is created or written.
+    o.tunables.validate().map_err(anyhow::Error::msg)?;
+    let ifindex = loader::ifindex(&o.iface)?;
+    check::require_kernel()?;
+    let ncpus = settings::ncpus()?;
+    let metrics_listener = match o.metrics {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).with_context(|| {
+            format!(
+                "binding the metrics endpoint {addr} (in use by another synguard in this \
+                 network namespace? pass --metrics ADDR or --metrics off)"
+            )
+        })?),
+        None => None,
+    };
+
+    let dir_existed = pins::dir(&o.iface).is_dir();
+    let dir = pins::ensure_dir(&o.iface)?;
+    let _lock = pins::lock(&dir, &o.iface)?;
+    let existing = loader::existing_links(&dir, ifindex)?;
+    if existing == loader::Existing::Stale {
+        warn!(
+            "{}: removing stale link pins in {} (not attached to this interface any more)",
+            o.iface,
+            dir.display()
+        );
+        loader::remove_link_pins(&dir)?;
+    }
+    let live = matches!(existing, loader::Existing::Live { .. });
+
+    let mut att = match setup(&o, &dir, ifindex, ncpus, live) {
+        Ok(a) => a,
+        Err(e) => {
+            if !live {
+                // Leave nothing half-attached; drop the pin directory if we made it.
+                let _ = loader::remove_link_pins(&dir);
+                if !dir_existed {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            return Err(e);
+        }
+    };
+
+    let mut rs = RunState {
+        pid: std::process::id(),
+        started_unix: pins::unix_now(),
+        key_rotated_unix: att.key_rotated_unix,
+        key_epoch: att.ring.active()?.epoch,
+        rotation_secs: o.rotation.as_secs(),
+        xdp_mode: att.mode.clone(),
+        xdp_reason: att.reason.clone(),
+    };
+    if let Err(e) = rs.store(&o.iface) {
+        warn!("cannot record run state: {e:#}");
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(event_loop(&o, &dir, &mut att, &mut rs, metrics_listener));
+    if o.keep_attached {
+        info!(
+            "leaving synguard attached to {} (--keep-attached): pins and keys stay in {}; \
+             start `synguard run` again to take over, or `synguard detach` to remove",
+            o.iface,
+            dir.display()
+        );
+    } else {
+        info!("detaching from {}", o.iface);
+        if dir.is_dir() {
+            loader::detach(&dir)?;
+        }
+        RunState::remove(&o.iface);
+    }
+    result
+}
+
+/// Loads, writes the settings, sets up keys and attaches (or replaces).
+fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Result<Attached> {
+    let choice = if live {
+        None
+    } else {
+        let c = loader::choose_mode(&o.iface, o.xdp_mode)?;
+        Some(c)
+    };
+    let mut ebpf = loader::load(dir)?;
+    let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
+    config.set(0, &o.tunables.to_config(ncpus), 0)?;
+    let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
+    pinned::write_ports(&mut ports, &o.tunables.ports)?;
+    let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
+    let mut ring = keys::KeyRing::new(
+        Array::try_from(take(&mut ebpf, names::KEYS)?)?,
+        Array::try_from(take(&mut ebpf, names::STATE)?)?,
+    );
+    let reused = ring.init_or_reuse(o.tunables.wscale)?;
+    let epoch = ring.active()?.epoch;
+    // Keep the previous run's rotation schedule when its record matches the pinned keys,
+    // so a restart neither shortens a key's life nor resets it.
+    let key_rotated_unix = match RunState::load(&o.iface) {
+        Some(prev) if reused && prev.key_epoch == epoch => prev.key_rotated_unix,
+        _ => pins::unix_now(),
+    };
+    info!(
+        "cookie key epoch {epoch} ({})",
+        if reused {
+            "reused from the pinned maps"
+        } else {
+            "new"
+        }
+    );
+
+    let (mode, reason) = if live {
+        loader::replace(&mut ebpf, dir)?;
+        let xdp = crate::bpfsys::pinned_link(&dir.join(pins::XDP_LINK))?
+            .context("XDP link pin vanished")?;
+        let mode = loader::attached_mode(ifindex, xdp.prog_id).unwrap_or("unknown");
+        let prev_reason = RunState::load(&o.iface)
+            .map(|r| r.xdp_reason)
+            .unwrap_or_else(|| "mode of the pinned link".into());
+        let want = match o.xdp_mode {
+            XdpModeArg::Native => Some("native"),
+            XdpModeArg::Generic => Some("generic"),
+            XdpModeArg::Auto => None,
+        };
+        if let Some(w) = want.filter(|w| *w != mode) {
+            warn!(
+                "{}: --xdp-mode {w} ignored: the pinned XDP link stays in {mode} mode (a link \
+                 cannot change mode; `synguard detach` and start again to switch)",
+                o.iface
+            );
+        }
+        info!(
+            "{}: took over the pinned links of a previous run: programs replaced in place \
+             (no detach gap), XDP {mode}, maps/keys/counters reused",
+            o.iface
+        );
+        (mode.to_string(), prev_reason)
+    } else {
+        let choice = choice.expect("chosen above");
+        let got = loader::attach(&mut ebpf, &o.iface, &choice, dir)?;
+        info!(
+            "{}: XDP {}: {}",
+            o.iface,
+            loader::mode_name(got.mode),
+            got.reason
+        );
+        (loader::mode_name(got.mode).to_string(), got.reason)
+    };
+    info!(
+        "synguard attached to {}, mode {}, ports {}",
+        o.iface,
+        settings::mode_name(o.tunables.mode),
+        o.tunables.ports
+    );
+    Ok(Attached {
+        ring,
+        config,
+        counters,
+        mode,
+        reason,
+        key_rotated_unix,
+    })
+}
+
+async fn event_loop(
+    o: &RunOpts,
+    dir: &Path,
+    att: &mut Attached,
+    rs: &mut RunState,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let live = Arc::new(Live::default());
+    let _server = match metrics_listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let reg = Arc::new(metrics::registry(PathBuf::from(dir), live.clone()));
+            info!("metrics on http://{addr}/metrics");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg))))
+        }
+        None => None,
+    };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let mut sample = tokio::time::interval(auto::SAMPLE);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut meter = RateMeter::default();
+    let mut hyst = Hysteresis::new(att.ring.engaged()?);
+    let mut last_dir_check = Instant::now();
+
+    // Next rotation: one period after the active key was installed (maybe by a previous run).
+    let age = Duration::from_secs(pins::unix_now().saturating_sub(att.key_rotated_unix));
+    let first = o.rotation.saturating_sub(age);
+    let rotate_at = tokio::time::sleep(first);
+    tokio::pin!(rotate_at);
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM"); break; }
+            _ = sigint.recv() => { info!("SIGINT"); break; }
+            _ = &mut rotate_at => {
+                // wscale comes from CONFIG, so `synguard set wscale` applies from here on.
+                let cfg = att.config.get(&0, 0)?;
+                let k = att.ring.rotate(cfg.wscale.min(14))?;
+                rs.key_rotated_unix = pins::unix_now();
+                rs.key_epoch = k.epoch;
+                if let Err(e) = rs.store(&o.iface) {
+                    warn!("cannot record run state: {e:#}");
+                }
+                log::debug!("rotated cookie key to epoch {} (wscale {})", k.epoch, k.wscale);
+                rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation);
+            }
+            _ = sample.tick() => {
+                let now = Instant::now();
+                let syn = pinned::read_counter(&att.counters, Counter::SynSeen)?;
+                if let Some(rate) = meter.sample(syn, now) {
+                    live.set_syn_rate(rate);
+                    let cfg = att.config.get(&0, 0)?;
+                    if let Some(t) = hyst.update(rate, cfg.syn_rate_on, cfg.syn_rate_off, now) {
+                        att.ring.set_engaged(t == Transition::Engage)?;
+                        let mode = Mode::from_u32(cfg.mode).map(settings::mode_name).unwrap_or("?");
+                        match t {
+                            Transition::Engage => info!(
+                                "{}: engaged: SYN rate {rate:.0}/s above syn_rate_on {} (mode {mode}{})",
+                                o.iface, cfg.syn_rate_on,
+                                if mode == "auto" { ": answering SYNs with cookies" } else { ": no effect outside auto" }
+                            ),
+                            Transition::Disengage => info!(
+                                "{}: disengaged: SYN rate {rate:.0}/s below syn_rate_off {} for {:?} (mode {mode})",
+                                o.iface, cfg.syn_rate_off, auto::HOLD
+                            ),
+                        }
+                    }
+                }
+                if now.duration_since(last_dir_check) >= Duration::from_secs(1) {
+                    last_dir_check = now;
+                    if !dir.is_dir() {
+                        anyhow::bail!(
+                            "the pin directory {} was removed (synguard detach --force?); exiting",
+                            dir.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
