@@ -202,7 +202,19 @@ fn exchange(opts: &ClientOptions, i: usize, t0: Instant, out: &mut ConnOutcome) 
     let mut buf = [0u8; 16384];
     loop {
         s.set_read_timeout(Some(remaining("receive")?))?;
-        let n = s.read(&mut buf).context("receive")?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            // A read timeout surfaces as EAGAIN on Linux; say what it means.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("receive timed out")
+            }
+            Err(e) => return Err(e).context("receive"),
+        };
         if n == 0 {
             break;
         }

@@ -12,6 +12,14 @@ use synguard_harness::{
     xdp,
 };
 
+/// Floods share two cores: tests that flood run one at a time, so that rates are meaningful
+/// and a bounded tcpdump is not starved by another test's flood.
+static FLOOD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
+    FLOOD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn have_root(test: &str) -> bool {
     if synguard_harness::ensure_root().is_ok() {
         return true;
@@ -69,6 +77,7 @@ fn end_to_end_topology_server_clients_flood_teardown() {
     if !have_root("end_to_end") {
         return;
     }
+    let _serial = flood_lock();
     let t = Topology::new(TopologyOptions::default()).expect("topology");
     let (ns_names, link_names) = (t.netns_names(), t.link_names());
     assert!(link_names.iter().all(|l| l.len() <= 15));
@@ -180,6 +189,7 @@ fn xdp_helpers_attach_and_detach() {
     if !have_root("xdp_helpers_attach_and_detach") {
         return;
     }
+    let _serial = flood_lock();
     let t = Topology::new(TopologyOptions {
         xdp_pass_on_server_peer: true,
         ..Default::default()
@@ -212,6 +222,7 @@ fn flood_packets_are_well_formed() {
     if !have_root("flood_packets_are_well_formed") {
         return;
     }
+    let _serial = flood_lock();
     // Without RPS every frame is handled in the sender's context, so none can be lost in a
     // backlog that a concurrent test's flood fills.
     let t = Topology::new(TopologyOptions {
@@ -246,7 +257,7 @@ fn flood_packets_are_well_formed() {
             o.syn_options = kind == FloodKind::Syn && fam == Family::V6;
             let rep = flood::run(&t, &o).unwrap();
             assert_eq!(rep.generator_sent, Some(n), "{}", rep.generator_log);
-            let st = dump.wait_timeout(Duration::from_secs(5)).unwrap();
+            let st = dump.wait_timeout(Duration::from_secs(20)).unwrap();
             assert!(
                 st.is_some(),
                 "tcpdump did not see {n} packets of {kind:?}/{fam:?}"
