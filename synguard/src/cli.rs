@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Load, attach and run until SIGINT/SIGTERM, rotating the cookie key and driving auto
     /// mode. Takes over the pinned programs of a previous run without a detach gap.
+    ///
+    /// Settings come from the defaults, then --config, then flags, and are written to the
+    /// maps at start: a restart replaces values changed live with `synguard set`.
     Run(Box<RunArgs>),
     /// Change a setting live, through the pinned CONFIG/PORTS maps.
     #[command(after_help = SET_HELP)]

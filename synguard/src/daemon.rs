@@ -130,8 +130,23 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     let choice = if live {
         None
     } else {
-        let c = loader::choose_mode(&o.iface, o.xdp_mode)?;
-        Some(c)
+        // Native and generic XDP cannot be active together, and a foreign program holds
+        // the hook: say so plainly instead of failing the attach with EBUSY.
+        let link = crate::netlink::get_link(ifindex, None)?;
+        if let Some((id, how)) = link
+            .xdp
+            .native()
+            .map(|id| (id, "native"))
+            .or(link.xdp.generic().map(|id| (id, "generic")))
+        {
+            anyhow::bail!(
+                "{} already has a {how} XDP program (id {id}) that synguard did not pin; \
+                 remove it first (ip link set dev {} xdp off)",
+                o.iface,
+                o.iface
+            );
+        }
+        Some(loader::choose_mode(&o.iface, o.xdp_mode)?)
     };
     let mut ebpf = loader::load(dir)?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
@@ -226,6 +241,12 @@ async fn event_loop(
         Some(l) => {
             l.set_nonblocking(true)?;
             let addr = l.local_addr()?;
+            if !addr.ip().is_loopback() {
+                warn!(
+                    "metrics endpoint on non-loopback {addr}: anyone who can reach it sees the \
+                     counters and key epoch"
+                );
+            }
             let l = tokio::net::TcpListener::from_std(l)?;
             let reg = Arc::new(metrics::registry(PathBuf::from(dir), live.clone()));
             info!("metrics on http://{addr}/metrics");
@@ -241,6 +262,10 @@ async fn event_loop(
     let mut meter = RateMeter::default();
     let mut hyst = Hysteresis::new(att.ring.engaged()?);
     let mut last_dir_check = Instant::now();
+    let mut last_peer_check = Instant::now();
+    // Native XDP on a veth only transmits while the peer keeps a native XDP program.
+    let watch_peer = att.mode == "native" && matches!(loader::veth_peer(&o.iface), Ok(Some(_)));
+    let mut peer_ok = true;
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
     let age = Duration::from_secs(pins::unix_now().saturating_sub(att.key_rotated_unix));
@@ -284,6 +309,22 @@ async fn event_loop(
                                 o.iface, cfg.syn_rate_off, auto::HOLD
                             ),
                         }
+                    }
+                }
+                if watch_peer && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
+                    last_peer_check = now;
+                    if let Ok(Some((peer, prog))) = loader::veth_peer(&o.iface) {
+                        if peer_ok && prog.is_none() {
+                            warn!(
+                                "{}: the veth peer {peer} no longer runs a native XDP program: it \
+                                 drops our native XDP_TX SYN+ACKs. Restart with --xdp-mode generic \
+                                 (`synguard detach` first), or put a native XDP program back on {peer}",
+                                o.iface
+                            );
+                        } else if !peer_ok && prog.is_some() {
+                            info!("{}: the veth peer {peer} runs a native XDP program again", o.iface);
+                        }
+                        peer_ok = prog.is_some();
                     }
                 }
                 if now.duration_since(last_dir_check) >= Duration::from_secs(1) {

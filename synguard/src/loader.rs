@@ -26,11 +26,20 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SYNGUARD_EBPF_OBJECT"))
 
 /// Loads the object with its maps pinned in (or reused from) `dir`.
 pub fn load(dir: &Path) -> Result<Ebpf> {
-    let ebpf = EbpfLoader::new()
+    match EbpfLoader::new()
         .default_map_pin_directory(dir)
         .load(OBJECT)
-        .context("loading the synguard eBPF object")?;
-    Ok(ebpf)
+    {
+        Ok(ebpf) => Ok(ebpf),
+        Err(aya::EbpfError::MapError(e @ aya::maps::MapError::IncompatiblePinnedMap { .. })) => {
+            Err(anyhow::Error::new(e).context(format!(
+                "the maps pinned in {} come from an incompatible synguard build; \
+                 `synguard detach` that interface first (this drops its keys, lists and counters)",
+                dir.display()
+            )))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("loading the synguard eBPF object")),
+    }
 }
 
 /// The ifindex of `iface` in the current network namespace, or a clear error.
@@ -176,6 +185,16 @@ pub fn choose_mode(iface: &str, arg: XdpModeArg) -> Result<ModeChoice> {
             }
         }
     })
+}
+
+/// For a veth `iface`: its peer's name and the id of the native XDP program on the peer, if
+/// any. `None` when `iface` is not a veth.
+pub fn veth_peer(iface: &str) -> Result<Option<(String, Option<u32>)>> {
+    let link = netlink::get_link(ifindex(iface)?, None)?;
+    if link.kind.as_deref() != Some("veth") {
+        return Ok(None);
+    }
+    veth_peer_native_xdp(&link).map(Some)
 }
 
 /// For a veth: its peer's name and the id of the native XDP program on it, if any.
