@@ -62,6 +62,8 @@ struct Lab {
     n: u32,
     daemons: Vec<Child>,
     logs: PathBuf,
+    /// More interfaces in `srv` that synguard may have pinned.
+    extra_ifaces: Vec<String>,
 }
 
 impl Lab {
@@ -78,6 +80,7 @@ impl Lab {
             n: n % 250,
             daemons: Vec::new(),
             logs,
+            extra_ifaces: Vec::new(),
         };
         // From here on, Drop cleans up whatever got created.
         ip(&["netns", "add", &lab.srv]);
@@ -837,4 +840,47 @@ fn metrics_endpoint_serves_counters_on_loopback() {
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
     lab.signal(d, libc::SIGTERM);
     wait_exit_ok(&mut lab, d);
+}
+
+#[test]
+fn auto_xdp_mode_falls_back_to_generic_when_the_driver_has_no_native_xdp() {
+    if !root_or_skip("auto_xdp_mode_falls_back_to_generic_when_the_driver_has_no_native_xdp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // A bridge: not a veth, and its driver has no native XDP (this kernel has no dummy).
+    let bridge = format!("{}d", &lab.a[..lab.a.len() - 1]);
+    lab.extra_ifaces.push(bridge.clone());
+    ip(&["-n", &lab.srv, "link", "add", &bridge, "type", "bridge"]);
+    ip(&["-n", &lab.srv, "link", "set", &bridge, "up"]);
+
+    // Explicit native: a clear failure that leaves nothing behind.
+    let e = lab.fails(&[
+        "run",
+        "--iface",
+        &bridge,
+        "--xdp-mode",
+        "native",
+        "--metrics",
+        "off",
+    ]);
+    assert!(
+        e.contains("attaching XDP to") && e.contains("native mode"),
+        "{e}"
+    );
+    assert!(!Lab::pin_dir(&bridge).exists(), "failed run left pins");
+
+    let d = lab.spawn(&["--iface", &bridge, "--metrics", "off"]);
+    let s = lab.wait_attached(d, &bridge);
+    assert_eq!(s["xdp"]["mode"], "generic", "{s}");
+    let why = s["xdp_reason"].as_str().unwrap();
+    assert!(why.contains("native attach failed"), "{why}");
+    assert!(
+        lab.log(d).contains("falling back to generic XDP"),
+        "{}",
+        lab.log(d)
+    );
+    lab.signal(d, libc::SIGTERM);
+    wait_exit_ok(&mut lab, d);
+    assert!(!Lab::pin_dir(&bridge).exists());
 }
