@@ -4,7 +4,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     thread,
@@ -29,6 +29,15 @@ pub struct ClientOptions {
     pub response_bytes: usize,
     /// No connection is started after this much time from the start of the run.
     pub deadline: Duration,
+    /// Updated as connections finish, for a live display while the run goes on.
+    pub progress: Option<Arc<ClientProgress>>,
+}
+
+/// Live counts of a run in progress.
+#[derive(Debug, Default)]
+pub struct ClientProgress {
+    pub done: AtomicUsize,
+    pub ok: AtomicUsize,
 }
 
 impl ClientOptions {
@@ -41,6 +50,7 @@ impl ClientOptions {
             request_bytes: 256,
             response_bytes: 4096,
             deadline: Duration::from_secs(120),
+            progress: None,
         }
     }
 }
@@ -132,6 +142,10 @@ pub fn run_clients(netns_name: &str, opts: &ClientOptions) -> Result<ClientRepor
                         return Ok(());
                     }
                     let o = one(opts, i);
+                    if let Some(p) = &opts.progress {
+                        p.ok.fetch_add(usize::from(o.ok), Ordering::Relaxed);
+                        p.done.fetch_add(1, Ordering::Relaxed);
+                    }
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(o);
                 }
             }));

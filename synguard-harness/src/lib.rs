@@ -7,7 +7,10 @@
 //! - [`server::Server`] and [`client::run_clients`]: a real TCP server in srv and timed,
 //!   verified kernel-TCP clients in cli.
 //! - [`flood`]: spoofed SYN/ACK/RST/FIN/invalid-flag floods from atk via trafgen.
-//! - [`xdp`]: a dummy XDP_PASS program for veth peers.
+//! - [`xdp`]: a dummy XDP_PASS program for veth peers, and the benchmark's floor programs.
+//! - [`synguard`]: the synguard daemon on the server veth, and its pinned counters.
+//! - [`softirq`]: softirq CPU time, exact (BPF) and tick-sampled (`/proc/stat`).
+//! - [`scenario`]: the flood-with-clients scenario of the demo, the bench and the tests.
 //!
 //! Everything needs root.
 
@@ -16,12 +19,15 @@ pub mod client;
 pub mod flood;
 pub mod netns;
 pub mod process;
+pub mod scenario;
 pub mod server;
+pub mod softirq;
+pub mod synguard;
 pub mod topology;
 pub mod xdp;
 
 pub use cleanup::{install_hooks, teardown_all};
-pub use client::{ClientOptions, ClientReport, ConnOutcome, run_clients};
+pub use client::{ClientOptions, ClientProgress, ClientReport, ConnOutcome, run_clients};
 pub use flood::{Family, FloodKind, FloodOptions, FloodReport, RunningFlood};
 pub use netns::LinkStats;
 pub use process::NsChild;

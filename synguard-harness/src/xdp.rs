@@ -73,3 +73,9 @@ pub fn attached_prog_id(netns_name: &str, iface: &str) -> Result<Option<u64>> {
         .as_u64()
         .or_else(|| x["attached"][0]["prog"]["id"].as_u64()))
 }
+
+/// The benchmark's floor programs (`src/bpf/bench_xdp.c`), for loading with aya:
+/// `sg_bench_pass` (XDP_PASS, the test-run overhead floor) and `sg_bench_reflect` (MAC swap
+/// and XDP_TX, the cheapest reflector). Empty if clang was unavailable at build time.
+pub static BENCH_XDP_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_xdp.o"));

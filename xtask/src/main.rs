@@ -1,6 +1,12 @@
 //! `cargo xtask`: setup, builds, tests, the demo and the benchmark.
 
+mod bench;
+mod demo;
+mod packets;
 mod setup;
+mod signals;
+mod testrun;
+mod ui;
 
 use std::{path::PathBuf, process::Command};
 
@@ -30,6 +36,10 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The veth harness without and with synguard under a max-rate SYN flood: one table.
+    Demo(demo::DemoArgs),
+    /// BPF_PROG_TEST_RUN ns/packet per path, and softirq CPU per SYN for four protections.
+    Bench(bench::BenchArgs),
 }
 
 fn root() -> PathBuf {
@@ -58,6 +68,8 @@ fn main() -> Result<()> {
             run(&mut c)
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Demo(args) => demo::demo(&args),
+        Cmd::Bench(args) => bench::bench(&args),
     }
 }
 

@@ -1,0 +1,335 @@
+//! `cargo xtask bench`: BPF_PROG_TEST_RUN ns/packet per path against the floors, and
+//! softirq CPU per SYN with legit success for four protections under one flood, side by
+//! side; written to target/bench/bench.{json,md} and, on request, README's Benchmark section.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use synguard_harness::{
+    Topology, TopologyOptions,
+    scenario::{Protection, ScenarioOptions, ScenarioReport},
+    synguard::{Daemon, DaemonOptions},
+};
+
+use crate::{
+    demo::{XdpModeArg, prepare, run_scenarios},
+    testrun::{self, MicroReport, Which},
+    ui::{self, Bars},
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Single test runs per case (each is one BPF_PROG_TEST_RUN with repeat = 1).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub runs: u64,
+    /// Legit connections per end-to-end scenario.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Skip the end-to-end scenarios.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Rewrite README.md's "## Benchmark" section with this run's tables.
+    #[arg(long)]
+    pub update_readme: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    kernel: String,
+    cpu: String,
+    cpus: usize,
+    date: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    /// Slowest SYN path's net mean over the reflector's net mean (target <= 2).
+    syn_vs_reflector: Option<f64>,
+    /// The same with the test-run overhead left in (both sides pay it per packet).
+    syn_vs_reflector_gross: Option<f64>,
+    /// synguard softirq ns per SYN over kernel syncookies' (target <= 0.1).
+    softirq_vs_kernel: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    machine: Machine,
+    micro: MicroReport,
+    e2e: Vec<ScenarioReport>,
+    ratios: Ratios,
+}
+
+const PORT: u16 = 8080;
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let bin = prepare()?;
+    let machine = machine();
+    println!(
+        "xtask: bench on {} ({} CPUs), kernel {}",
+        machine.cpu, machine.cpus, machine.kernel
+    );
+    let micro = micro(&bin, args)?;
+    let e2e = if args.no_e2e {
+        Vec::new()
+    } else {
+        let mut opts = ScenarioOptions::demo();
+        opts.clients = args.clients;
+        opts.install_signal_handlers = false;
+        run_scenarios(
+            &opts,
+            &[
+                Protection::NoProtection,
+                Protection::KernelCookies,
+                Protection::NftSynproxy,
+                Protection::Synguard {
+                    bin,
+                    xdp_mode: args.xdp_mode.into(),
+                },
+            ],
+        )?
+    };
+    let ratios = ratios(&micro, &e2e);
+    let (micro_md, e2e_md) = print_tables(&micro, &e2e, &ratios);
+    let report = BenchReport {
+        machine,
+        micro,
+        e2e,
+        ratios,
+    };
+    let dir = crate::root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let md = markdown(&report, &micro_md, &e2e_md);
+    std::fs::write(dir.join("bench.md"), &md)?;
+    println!(
+        "xtask: written {0}/bench.json and {0}/bench.md",
+        dir.display()
+    );
+    if args.update_readme {
+        update_readme(&md)?;
+        println!("xtask: README.md's Benchmark section updated");
+    }
+    Ok(())
+}
+
+fn micro(bin: &std::path::Path, args: &BenchArgs) -> Result<MicroReport> {
+    let t = Topology::new(TopologyOptions {
+        install_signal_handlers: false,
+        xdp_pass_on_server_peer: true,
+        ..Default::default()
+    })?;
+    let daemon = Daemon::start(&t, &DaemonOptions::new(bin, PORT, args.xdp_mode.into()))?;
+    let bars = Bars::new();
+    let bar = bars.counter("BPF_PROG_TEST_RUN", args.runs);
+    let r = testrun::run(&t, PORT, args.runs, &bar);
+    bar.finish();
+    daemon.stop()?;
+    t.teardown()?;
+    r
+}
+
+fn ratios(m: &MicroReport, e2e: &[ScenarioReport]) -> Ratios {
+    let reflector = m.cases.iter().find(|c| c.program == Which::Reflector);
+    let syn = m
+        .cases
+        .iter()
+        .filter(|c| c.program == Which::Synguard && c.name.starts_with("SYN ") && c.verdict == "TX")
+        .max_by(|a, b| a.mean_ns.total_cmp(&b.mean_ns));
+    let per_syn = |prefix: &str| {
+        e2e.iter()
+            .find(|r| r.protection.starts_with(prefix))
+            .map(|r| r.syn.softirq_ns_per_pkt())
+    };
+    Ratios {
+        syn_vs_reflector: syn
+            .zip(reflector)
+            .map(|(s, r)| s.net_mean_ns / r.net_mean_ns.max(0.1)),
+        syn_vs_reflector_gross: syn
+            .zip(reflector)
+            .map(|(s, r)| s.mean_ns / r.mean_ns.max(0.1)),
+        softirq_vs_kernel: per_syn("synguard")
+            .zip(per_syn("kernel syncookies"))
+            .map(|(s, k)| s / k.max(1.0)),
+    }
+}
+
+type Rows = Vec<(String, Vec<String>)>;
+
+/// Prints the tables; returns them as Markdown.
+fn print_tables(m: &MicroReport, e2e: &[ScenarioReport], r: &Ratios) -> (String, String) {
+    let refl = m.cases.iter().find(|c| c.program == Which::Reflector);
+    let header: Vec<String> = [
+        "verdict",
+        "median ns",
+        "mean ns",
+        "p99 ns",
+        "net mean ns",
+        "x reflector net",
+        "x reflector gross",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Rows = m
+        .cases
+        .iter()
+        .map(|c| {
+            let verdict = if c.verdict == c.expected {
+                c.verdict.to_string()
+            } else {
+                format!("{} (want {})", c.verdict, c.expected)
+            };
+            let (net, gross) = match (c.program, refl) {
+                (Which::Noop, _) | (_, None) => ("-".into(), "-".into()),
+                (_, Some(r)) => (
+                    format!("{:.1}", c.net_mean_ns / r.net_mean_ns.max(0.1)),
+                    format!("{:.2}", c.mean_ns / r.mean_ns.max(0.1)),
+                ),
+            };
+            (
+                c.name.clone(),
+                vec![
+                    verdict,
+                    format!("{:.0}", c.median_ns),
+                    format!("{:.1}", c.mean_ns),
+                    format!("{:.0}", c.p99_ns),
+                    format!("{:.1}", c.net_mean_ns),
+                    net,
+                    gross,
+                ],
+            )
+        })
+        .collect();
+    println!(
+        "\nBPF_PROG_TEST_RUN, {} single runs per case on CPU {} (mean of the fastest 99%; \
+         net = minus the no-op's mean, the kernel's per-run overhead)",
+        m.runs_per_case, m.cpu
+    );
+    println!("{}", ui::table(&header, &rows));
+    for (name, why) in &m.skipped {
+        println!("skipped {name}: {why}");
+    }
+    for p in &m.programs {
+        println!(
+            "{}: {} verified insns, {} B xlated, {} B jited",
+            p.name,
+            p.verified_insns.map_or("?".into(), |v| v.to_string()),
+            p.xlated_bytes.map_or("?".into(), |v| v.to_string()),
+            p.jited_bytes.map_or("?".into(), |v| v.to_string()),
+        );
+    }
+    let micro_md = ui::markdown(&header, &rows);
+    let mut e2e_md = String::new();
+    if !e2e.is_empty() {
+        let header: Vec<String> = e2e.iter().map(|r| r.protection.clone()).collect();
+        let kernel = e2e
+            .iter()
+            .find(|r| r.protection == "kernel syncookies")
+            .map(|r| r.syn.softirq_ns_per_pkt());
+        let mut rows = ui::scenario_rows(e2e);
+        rows.push((
+            "softirq per SYN vs kernel syncookies".into(),
+            e2e.iter()
+                .map(|r| match kernel {
+                    Some(k) if k > 0.0 => format!("{:.2}x", r.syn.softirq_ns_per_pkt() / k),
+                    _ => "-".into(),
+                })
+                .collect(),
+        ));
+        println!("\nEnd to end, one max-rate SYN flood per column");
+        println!("{}", ui::table(&header, &rows));
+        println!("{}", ui::METHOD_NOTE);
+        e2e_md = ui::markdown(&header, &rows);
+    }
+    let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.2}x"));
+    println!(
+        "\nTargets (measures, not assertions): SYN path {} the reflector floor net, {} gross \
+         (target <= 2x); softirq per SYN {} kernel syncookies (target <= 0.1x)",
+        fmt(r.syn_vs_reflector),
+        fmt(r.syn_vs_reflector_gross),
+        fmt(r.softirq_vs_kernel)
+    );
+    (micro_md, e2e_md)
+}
+
+fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
+    let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.2}x"));
+    let mut s = format!(
+        "## Benchmark\n\n`cargo xtask bench` on {} ({} CPUs), Linux {}, {}. \
+         Full results: `target/bench/bench.json`.\n\n\
+         `BPF_PROG_TEST_RUN`, {} single runs per case (`repeat = 1`; mean of the fastest 99%; \
+         net = minus the no-op XDP_PASS program's mean, which is the kernel's per-run overhead):\n\n{micro_md}\n",
+        r.machine.cpu, r.machine.cpus, r.machine.kernel, r.machine.date, r.micro.runs_per_case
+    );
+    for (name, why) in &r.micro.skipped {
+        s.push_str(&format!("- skipped {name}: {why}\n"));
+    }
+    if !e2e_md.is_empty() {
+        s.push_str(&format!(
+            "\nEnd to end under a max-rate spoofed SYN flood from the veth harness (one column \
+             per protection, same flood):\n\n{e2e_md}\n{}\n",
+            ui::METHOD_NOTE
+        ));
+    }
+    s.push_str(&format!(
+        "\nTargets: SYN path {} the reflector floor net of the test-run overhead, {} with it \
+         (target <= 2x); softirq per SYN {} kernel syncookies (target <= 0.1x).\n",
+        fmt(r.ratios.syn_vs_reflector),
+        fmt(r.ratios.syn_vs_reflector_gross),
+        fmt(r.ratios.softirq_vs_kernel)
+    ));
+    s
+}
+
+/// Replaces README's "## Benchmark" section (up to the next "## " heading), or appends it.
+fn update_readme(section: &str) -> Result<()> {
+    let path: PathBuf = crate::root().join("README.md");
+    let text = std::fs::read_to_string(&path).context("reading README.md")?;
+    let new = match text.find("\n## Benchmark\n") {
+        Some(start) => {
+            let body = start + 1;
+            let end = text[body + 3..]
+                .find("\n## ")
+                .map_or(text.len(), |i| body + 3 + i + 1);
+            format!("{}{section}\n{}", &text[..body], &text[end..])
+        }
+        None => format!(
+            "{}\n{section}",
+            text.trim_end_matches('\n').to_string() + "\n"
+        ),
+    };
+    std::fs::write(&path, new)?;
+    Ok(())
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        kernel,
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        date,
+    }
+}
