@@ -252,6 +252,10 @@ pub fn run(
         // program on its peer, so the peer has one in every run.
         xdp_pass_on_server_peer: true,
     })?;
+    // The legit clients all share one address. After one success the kernel would count it as
+    // a "proven" peer and reserve the last quarter of the SYN queue for it even without
+    // cookies; real clients are many unproven peers, so no peer is remembered here.
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_no_metrics_save", "1")?;
     let cookies = !matches!(protection, Protection::NoProtection);
     topo.set_sysctl(
         Role::Srv,
@@ -541,4 +545,113 @@ fn nft_counter(t: &Topology) -> Result<u64> {
         .as_array()
         .and_then(|a| a.iter().find_map(|o| o["counter"]["packets"].as_u64()))
         .context("no packets in nft counter output")
+}
+
+/// The cheapest things a server veth can do with the flood, measured like a protection: what
+/// the wire itself (trafgen, the bridge, the veth pair) costs per SYN, below which no
+/// protection can go in this harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Floor {
+    /// An XDP_DROP program on the server veth (native).
+    XdpDrop,
+    /// The MAC-swap XDP_TX reflector (native): every SYN answered in XDP by the cheapest
+    /// possible program, with the reply's way back to atk.
+    XdpReflect,
+}
+
+impl Floor {
+    pub fn label(self) -> &'static str {
+        match self {
+            Floor::XdpDrop => "floor: XDP_DROP",
+            Floor::XdpReflect => "floor: XDP_TX reflector",
+        }
+    }
+}
+
+/// Floods the server veth with `floor` attached for `warmup + min_window` and measures the
+/// window like [`run`] does (no clients, no ACK phase).
+pub fn floor(
+    opts: &ScenarioOptions,
+    which: Floor,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Window> {
+    let mut p = Progress {
+        phase: Phase::Setup,
+        elapsed: Duration::ZERO,
+        expected: opts.min_window,
+        clients_done: 0,
+        clients_ok: 0,
+        clients_total: 0,
+        arrival_pps: None,
+    };
+    progress(&p);
+    let topo = Topology::new(TopologyOptions {
+        install_signal_handlers: opts.install_signal_handlers,
+        server_rps: true,
+        xdp_pass_on_server_peer: true,
+    })?;
+    let _reflector = match which {
+        Floor::XdpDrop => {
+            crate::xdp::attach_drop(topo.netns(Role::Srv), topo.server_iface())?;
+            None
+        }
+        Floor::XdpReflect => Some(attach_reflector(&topo)?),
+    };
+    let meter = SoftirqMeter::new()?;
+    let snap = || -> Result<Snapshot> {
+        Ok(Snapshot {
+            at: Instant::now(),
+            link: topo.server_stats()?,
+            softirq: meter.sample()?,
+            procstat: ProcStat::read()?,
+            netstat: read_netstat(topo.netns(Role::Srv))?,
+            synguard: None,
+            nft_synproxied: None,
+        })
+    };
+    let mut fo = FloodOptions::new(
+        FloodKind::Syn,
+        opts.family,
+        opts.port,
+        opts.warmup + opts.min_window + Duration::from_secs(5),
+    );
+    fo.syn_options = opts.syn_options;
+    let running = flood::start(&topo, &fo)?;
+    p.phase = Phase::SynFlood;
+    let t0 = Instant::now();
+    while t0.elapsed() < opts.warmup {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let s0 = snap()?;
+    while s0.at.elapsed() < opts.min_window {
+        p.elapsed = s0.at.elapsed();
+        progress(&p);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let s1 = snap()?;
+    running.stop()?;
+    p.phase = Phase::Teardown;
+    progress(&p);
+    drop(_reflector);
+    drop(meter);
+    topo.teardown()?;
+    Ok(window(&s0, &s1))
+}
+
+/// Attaches `sg_bench_reflect` natively to the server veth; detached when the handle drops.
+fn attach_reflector(topo: &Topology) -> Result<aya::Ebpf> {
+    let iface = topo.server_iface().to_string();
+    // The attach resolves the interface in the calling thread's namespace.
+    netns::in_netns(topo.netns(Role::Srv), move || {
+        let mut ebpf = aya::Ebpf::load(crate::xdp::BENCH_XDP_OBJ).context("loading bench_xdp.o")?;
+        let p: &mut aya::programs::Xdp = ebpf
+            .program_mut("sg_bench_reflect")
+            .context("no sg_bench_reflect")?
+            .try_into()?;
+        p.load()?;
+        let name = std::ffi::CString::new(iface)?;
+        p.attach(name.as_c_str(), aya::programs::XdpMode::Driver)
+            .context("attaching the reflector")?;
+        Ok(ebpf)
+    })
 }

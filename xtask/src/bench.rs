@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use synguard_harness::{
     Topology, TopologyOptions,
-    scenario::{Protection, ScenarioOptions, ScenarioReport},
+    scenario::{self, Floor, Protection, ScenarioOptions, ScenarioReport, Window},
     synguard::{Daemon, DaemonOptions},
 };
 
@@ -53,17 +53,33 @@ struct Ratios {
     syn_vs_reflector_gross: Option<f64>,
     /// synguard softirq ns per SYN over kernel syncookies' (target <= 0.1).
     softirq_vs_kernel: Option<f64>,
+    /// The same after subtracting the XDP_DROP floor (what the wire costs) from both.
+    softirq_vs_kernel_above_floor: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct FloorResult {
+    floor: Floor,
+    label: &'static str,
+    window: Window,
 }
 
 #[derive(Debug, Serialize)]
 struct BenchReport {
     machine: Machine,
     micro: MicroReport,
+    floors: Vec<FloorResult>,
     e2e: Vec<ScenarioReport>,
     ratios: Ratios,
 }
 
 const PORT: u16 = 8080;
+
+const FLOOR_NOTE: &str = "\
+- floors: the same flood into a server veth whose native XDP program only drops (XDP_DROP) or
+  only bounces frames back with swapped MACs (XDP_TX): what trafgen, the bridge and the veths
+  cost per SYN, under which no protection can go here. \"above the floor\" subtracts the
+  XDP_DROP floor, leaving what the server side itself spends.";
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let bin = prepare()?;
@@ -73,12 +89,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         machine.cpu, machine.cpus, machine.kernel
     );
     let micro = micro(&bin, args)?;
+    let mut opts = ScenarioOptions::demo();
+    opts.clients = args.clients;
+    opts.install_signal_handlers = false;
+    let floors = if args.no_e2e {
+        Vec::new()
+    } else {
+        floors(&opts)?
+    };
     let e2e = if args.no_e2e {
         Vec::new()
     } else {
-        let mut opts = ScenarioOptions::demo();
-        opts.clients = args.clients;
-        opts.install_signal_handlers = false;
         run_scenarios(
             &opts,
             &[
@@ -92,11 +113,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             ],
         )?
     };
-    let ratios = ratios(&micro, &e2e);
-    let (micro_md, e2e_md) = print_tables(&micro, &e2e, &ratios);
+    let ratios = ratios(&micro, &floors, &e2e);
+    let (micro_md, e2e_md) = print_tables(&micro, &floors, &e2e, &ratios);
     let report = BenchReport {
         machine,
         micro,
+        floors,
         e2e,
         ratios,
     };
@@ -135,7 +157,36 @@ fn micro(bin: &std::path::Path, args: &BenchArgs) -> Result<MicroReport> {
     r
 }
 
-fn ratios(m: &MicroReport, e2e: &[ScenarioReport]) -> Ratios {
+fn floors(opts: &ScenarioOptions) -> Result<Vec<FloorResult>> {
+    let bars = Bars::new();
+    [Floor::XdpDrop, Floor::XdpReflect]
+        .into_iter()
+        .map(|f| {
+            let bar = bars.scenario(f.label());
+            let window = scenario::floor(opts, f, &|p| bar.update(p))?;
+            bar.finish(&format!(
+                "done: {} SYN/s in, {:.0} ns softirq per SYN",
+                ui::si(window.arrived_pps()),
+                window.softirq_ns_per_pkt()
+            ));
+            Ok(FloorResult {
+                floor: f,
+                label: f.label(),
+                window,
+            })
+        })
+        .collect()
+}
+
+/// The XDP_DROP floor's softirq ns per SYN.
+fn drop_floor(floors: &[FloorResult]) -> Option<f64> {
+    floors
+        .iter()
+        .find(|f| f.floor == Floor::XdpDrop)
+        .map(|f| f.window.softirq_ns_per_pkt())
+}
+
+fn ratios(m: &MicroReport, floors: &[FloorResult], e2e: &[ScenarioReport]) -> Ratios {
     let reflector = m.cases.iter().find(|c| c.program == Which::Reflector);
     let syn = m
         .cases
@@ -157,13 +208,22 @@ fn ratios(m: &MicroReport, e2e: &[ScenarioReport]) -> Ratios {
         softirq_vs_kernel: per_syn("synguard")
             .zip(per_syn("kernel syncookies"))
             .map(|(s, k)| s / k.max(1.0)),
+        softirq_vs_kernel_above_floor: per_syn("synguard")
+            .zip(per_syn("kernel syncookies"))
+            .zip(drop_floor(floors))
+            .map(|((s, k), f)| (s - f).max(0.0) / (k - f).max(1.0)),
     }
 }
 
 type Rows = Vec<(String, Vec<String>)>;
 
 /// Prints the tables; returns them as Markdown.
-fn print_tables(m: &MicroReport, e2e: &[ScenarioReport], r: &Ratios) -> (String, String) {
+fn print_tables(
+    m: &MicroReport,
+    floors: &[FloorResult],
+    e2e: &[ScenarioReport],
+    r: &Ratios,
+) -> (String, String) {
     let refl = m.cases.iter().find(|c| c.program == Which::Reflector);
     let header: Vec<String> = [
         "verdict",
@@ -242,18 +302,72 @@ fn print_tables(m: &MicroReport, e2e: &[ScenarioReport], r: &Ratios) -> (String,
                 })
                 .collect(),
         ));
+        if let Some(f) = drop_floor(floors) {
+            rows.push((
+                "softirq per SYN above the XDP_DROP floor".into(),
+                e2e.iter()
+                    .map(|r| format!("{:.0} ns", r.syn.softirq_ns_per_pkt() - f))
+                    .collect(),
+            ));
+            rows.push((
+                "  vs kernel syncookies".into(),
+                e2e.iter()
+                    .map(|r| match kernel {
+                        Some(k) if k - f > 1.0 => {
+                            format!("{:.2}x", (r.syn.softirq_ns_per_pkt() - f) / (k - f))
+                        }
+                        _ => "-".into(),
+                    })
+                    .collect(),
+            ));
+        }
+        // The floors: the same flood into a server veth that only drops, or only reflects.
+        let mut cols = header.clone();
+        let mut all_rows = rows;
+        if !floors.is_empty() {
+            cols = floors
+                .iter()
+                .map(|f| f.label.to_string())
+                .chain(cols)
+                .collect();
+            for (label, values) in all_rows.iter_mut() {
+                let fill: Vec<String> = floors
+                    .iter()
+                    .map(|f| match label.as_str() {
+                        "SYNs in /s" => ui::si(f.window.arrived_pps()),
+                        "SYN+ACKs out /s" if f.floor == Floor::XdpReflect => {
+                            format!("({} TX)", ui::si(f.window.arrived_pps()))
+                        }
+                        "softirq CPU per SYN" => {
+                            format!("{:.0} ns", f.window.softirq_ns_per_pkt())
+                        }
+                        "  (/proc/stat, sampled)" => {
+                            format!("{:.0} ns", f.window.procstat_ns_per_pkt())
+                        }
+                        "softirq CPU per SYN+ACK sent" if f.floor == Floor::XdpReflect => {
+                            format!("{:.0} ns", f.window.softirq_ns_per_pkt())
+                        }
+                        _ => "-".into(),
+                    })
+                    .collect();
+                values.splice(0..0, fill);
+            }
+        }
+        let (header, rows) = (cols, all_rows);
         println!("\nEnd to end, one max-rate SYN flood per column");
         println!("{}", ui::table(&header, &rows));
-        println!("{}", ui::METHOD_NOTE);
+        println!("{}\n{FLOOR_NOTE}", ui::METHOD_NOTE);
         e2e_md = ui::markdown(&header, &rows);
     }
     let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.2}x"));
     println!(
         "\nTargets (measures, not assertions): SYN path {} the reflector floor net, {} gross \
-         (target <= 2x); softirq per SYN {} kernel syncookies (target <= 0.1x)",
+         (target <= 2x); softirq per SYN {} kernel syncookies, {} above the XDP_DROP floor \
+         (target <= 0.1x)",
         fmt(r.syn_vs_reflector),
         fmt(r.syn_vs_reflector_gross),
-        fmt(r.softirq_vs_kernel)
+        fmt(r.softirq_vs_kernel),
+        fmt(r.softirq_vs_kernel_above_floor)
     );
     (micro_md, e2e_md)
 }
@@ -273,16 +387,18 @@ fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
     if !e2e_md.is_empty() {
         s.push_str(&format!(
             "\nEnd to end under a max-rate spoofed SYN flood from the veth harness (one column \
-             per protection, same flood):\n\n{e2e_md}\n{}\n",
+             per protection, same flood):\n\n{e2e_md}\n{}\n{FLOOR_NOTE}\n",
             ui::METHOD_NOTE
         ));
     }
     s.push_str(&format!(
         "\nTargets: SYN path {} the reflector floor net of the test-run overhead, {} with it \
-         (target <= 2x); softirq per SYN {} kernel syncookies (target <= 0.1x).\n",
+         (target <= 2x); softirq per SYN {} kernel syncookies, {} above the XDP_DROP floor \
+         (target <= 0.1x).\n",
         fmt(r.ratios.syn_vs_reflector),
         fmt(r.ratios.syn_vs_reflector_gross),
-        fmt(r.ratios.softirq_vs_kernel)
+        fmt(r.ratios.softirq_vs_kernel),
+        fmt(r.ratios.softirq_vs_kernel_above_floor)
     ));
     s
 }

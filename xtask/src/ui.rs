@@ -134,6 +134,18 @@ pub fn scenario_rows(reports: &[ScenarioReport]) -> Vec<(String, Vec<String>)> {
         row("  (/proc/stat, sampled)", &|r| {
             format!("{:.0} ns", r.syn.procstat_ns_per_pkt())
         }),
+        // Per arrival, a protection that answers fewer SYNs (the kernel leaves the rest in a
+        // full backlog) looks cheaper; per answer shows what each SYN+ACK costs.
+        row("softirq CPU per SYN+ACK sent", &|r| {
+            if r.synack_out == 0 {
+                "-".into()
+            } else {
+                format!(
+                    "{:.0} ns",
+                    r.syn.softirq_net_ns as f64 / r.synack_out as f64
+                )
+            }
+        }),
     ]
 }
 
@@ -177,4 +189,6 @@ pub const METHOD_NOTE: &str = "\
 - softirq CPU per SYN: NET_RX + NET_TX softirq time over all CPUs, exact (BPF on the
   softirq_entry/exit tracepoints), divided by the SYNs that arrived. It includes the bridge and
   the replies' way back to atk, the same in every column. /proc/stat's tick-sampled softirq time
-  is the cross-check.";
+  is the cross-check. Per SYN+ACK sent: the same time divided by the SYN+ACKs, since a
+  protection that answers fewer SYNs (the kernel drops the rest in its full backlog) looks
+  cheaper per arrival.";
