@@ -75,6 +75,10 @@ struct BenchReport {
 
 const PORT: u16 = 8080;
 
+const NO_COOKIES_NOTE: &str = "Note: synguard sent no SYN+ACK in this run: the measured build's \
+XDP program does not answer SYNs yet, so its column is the kernel behind a pass-through XDP \
+program, not synguard's cost.";
+
 const FLOOR_NOTE: &str = "\
 - floors: the same flood into a server veth whose native XDP program only drops (XDP_DROP) or
   only bounces frames back with swapped MACs (XDP_TX): what trafgen, the bridge and the veths
@@ -357,6 +361,12 @@ fn print_tables(
         println!("\nEnd to end, one max-rate SYN flood per column");
         println!("{}", ui::table(&header, &rows));
         println!("{}\n{FLOOR_NOTE}", ui::METHOD_NOTE);
+        if e2e
+            .iter()
+            .any(|e| e.protection.starts_with("synguard") && e.synack_out == 0)
+        {
+            println!("{NO_COOKIES_NOTE}");
+        }
         e2e_md = ui::markdown(&header, &rows);
     }
     let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.2}x"));
@@ -383,6 +393,18 @@ fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
     );
     for (name, why) in &r.micro.skipped {
         s.push_str(&format!("- skipped {name}: {why}\n"));
+    }
+    if r.micro.cases.iter().any(|c| c.verdict != c.expected) {
+        s.push_str(
+            "- a verdict other than the expected one means the measured build's XDP program \
+             does not implement that path: its time is not that path's cost.\n",
+        );
+    }
+    if r.e2e
+        .iter()
+        .any(|e| e.protection.starts_with("synguard") && e.synack_out == 0)
+    {
+        s.push_str(&format!("\n{NO_COOKIES_NOTE}\n"));
     }
     if !e2e_md.is_empty() {
         s.push_str(&format!(
