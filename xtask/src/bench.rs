@@ -425,25 +425,35 @@ fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
     s
 }
 
-/// Replaces README's "## Benchmark" section (up to the next "## " heading), or appends it.
+/// Replaces README's "## Benchmark" section, or appends it.
 fn update_readme(section: &str) -> Result<()> {
     let path: PathBuf = crate::root().join("README.md");
     let text = std::fs::read_to_string(&path).context("reading README.md")?;
-    let new = match text.find("\n## Benchmark\n") {
-        Some(start) => {
-            let body = start + 1;
-            let end = text[body + 3..]
-                .find("\n## ")
-                .map_or(text.len(), |i| body + 3 + i + 1);
-            format!("{}{section}\n{}", &text[..body], &text[end..])
-        }
-        None => format!(
-            "{}\n{section}",
-            text.trim_end_matches('\n').to_string() + "\n"
-        ),
-    };
-    std::fs::write(&path, new)?;
+    std::fs::write(&path, replace_section(&text, section))?;
     Ok(())
+}
+
+/// `text` with its "## Benchmark" section (up to the next "## " heading) replaced by
+/// `section`, or with `section` appended if there is none.
+fn replace_section(text: &str, section: &str) -> String {
+    let section = section.trim_end();
+    let start = if text.starts_with("## Benchmark\n") {
+        Some(0)
+    } else {
+        text.find("\n## Benchmark\n").map(|i| i + 1)
+    };
+    match start {
+        Some(start) => {
+            let after = start + "## Benchmark\n".len();
+            let end = text[after..]
+                .find("\n## ")
+                .map_or(text.len(), |i| after + i + 1);
+            let rest = &text[end..];
+            let sep = if rest.is_empty() { "\n" } else { "\n\n" };
+            format!("{}{section}{sep}{rest}", &text[..start])
+        }
+        None => format!("{}\n\n{section}\n", text.trim_end()),
+    }
 }
 
 fn machine() -> Machine {
@@ -469,5 +479,24 @@ fn machine() -> Machine {
         cpu,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         date,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_section;
+
+    #[test]
+    fn benchmark_section_is_replaced_or_appended() {
+        let new = "## Benchmark\n\nnew table\n";
+        assert_eq!(
+            replace_section("# t\n\n## A\n\na\n", new),
+            "# t\n\n## A\n\na\n\n## Benchmark\n\nnew table\n"
+        );
+        let once = replace_section("# t\n\n## Benchmark\n\nold\n\n## Z\n\nz\n", new);
+        assert_eq!(once, "# t\n\n## Benchmark\n\nnew table\n\n## Z\n\nz\n");
+        assert_eq!(replace_section(&once, new), once);
+        let last = replace_section("# t\n\n## Benchmark\n\nold\n", new);
+        assert_eq!(last, "# t\n\n## Benchmark\n\nnew table\n");
     }
 }
