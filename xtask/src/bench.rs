@@ -75,10 +75,6 @@ struct BenchReport {
 
 const PORT: u16 = 8080;
 
-const NO_COOKIES_NOTE: &str = "Note: synguard sent no SYN+ACK in this run: the measured build's \
-XDP program does not answer SYNs yet, so its column is the kernel behind a pass-through XDP \
-program, not synguard's cost.";
-
 const FLOOR_NOTE: &str = "\
 - floors: the same flood into a server veth whose native XDP program only drops (XDP_DROP) or
   only bounces frames back with swapped MACs (XDP_TX): what trafgen, the bridge and the veths
@@ -361,11 +357,8 @@ fn print_tables(
         println!("\nEnd to end, one max-rate SYN flood per column");
         println!("{}", ui::table(&header, &rows));
         println!("{}\n{FLOOR_NOTE}", ui::METHOD_NOTE);
-        if e2e
-            .iter()
-            .any(|e| e.protection.starts_with("synguard") && e.synack_out == 0)
-        {
-            println!("{NO_COOKIES_NOTE}");
+        if ui::synguard_sent_nothing(e2e) {
+            println!("{}", ui::NO_COOKIES_NOTE);
         }
         e2e_md = ui::markdown(&header, &rows);
     }
@@ -400,11 +393,8 @@ fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
              does not implement that path: its time is not that path's cost.\n",
         );
     }
-    if r.e2e
-        .iter()
-        .any(|e| e.protection.starts_with("synguard") && e.synack_out == 0)
-    {
-        s.push_str(&format!("\n{NO_COOKIES_NOTE}\n"));
+    if ui::synguard_sent_nothing(&r.e2e) {
+        s.push_str(&format!("\n{}\n", ui::NO_COOKIES_NOTE));
     }
     if !e2e_md.is_empty() {
         s.push_str(&format!(

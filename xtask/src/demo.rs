@@ -103,6 +103,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let header: Vec<String> = reports.iter().map(|r| r.protection.clone()).collect();
     println!("{}", ui::table(&header, &ui::scenario_rows(&reports)));
     println!("{}", ui::METHOD_NOTE);
+    if ui::synguard_sent_nothing(&reports) {
+        println!("{}", ui::NO_COOKIES_NOTE);
+    }
     for r in &reports {
         if !r.client_errors.is_empty() {
             println!("{} client errors: {:?}", r.protection, r.client_errors);

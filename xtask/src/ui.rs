@@ -179,6 +179,13 @@ pub fn markdown(header: &[String], rows: &[(String, Vec<String>)]) -> String {
     s
 }
 
+/// True if a synguard run answered no SYN at all.
+pub fn synguard_sent_nothing(reports: &[ScenarioReport]) -> bool {
+    reports
+        .iter()
+        .any(|r| r.protection.starts_with("synguard") && r.synack_out == 0)
+}
+
 /// What the rows mean, printed under the tables.
 pub const METHOD_NOTE: &str = "\
 - SYNs in: frames arriving at the server veth (rx_packets + rx_dropped), per second of the
@@ -192,3 +199,8 @@ pub const METHOD_NOTE: &str = "\
   is the cross-check. Per SYN+ACK sent: the same time divided by the SYN+ACKs, since a
   protection that answers fewer SYNs (the kernel drops the rest in its full backlog) looks
   cheaper per arrival.";
+
+/// Said under any table whose synguard column has no SYN+ACK in it.
+pub const NO_COOKIES_NOTE: &str = "Note: synguard sent no SYN+ACK in this run: the measured build's \
+XDP program does not answer SYNs yet, so its column is the kernel behind a pass-through XDP \
+program, not synguard's cost.";
