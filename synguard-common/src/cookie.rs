@@ -57,48 +57,47 @@ fn mss_table(v6: bool) -> [u16; 4] {
     if v6 { MSS_TABLE_V6 } else { MSS_TABLE_V4 }
 }
 
+/// 1 when `a < b`, computed without a comparison: in BPF every comparison is a branch,
+/// and each branch here would be one more path for the verifier through the whole
+/// SYN+ACK construction.
+#[inline(always)]
+fn below(a: u16, b: u16) -> u8 {
+    (u32::from(a).wrapping_sub(u32::from(b)) >> 31) as u8
+}
+
 /// Index of the largest table entry not above `mss`; 0 when none is (Linux's rule too:
 /// a client below the table's floor is answered as if at the floor).
 #[inline(always)]
 fn mss_index(v6: bool, mss: u16) -> u8 {
     let t = mss_table(v6);
-    if mss >= t[3] {
-        3
-    } else if mss >= t[2] {
-        2
-    } else if mss >= t[1] {
-        1
-    } else {
-        0
-    }
+    3 - below(mss, t[1]) - below(mss, t[2]) - below(mss, t[3])
 }
 
-/// The option byte for what the client offered.
+/// The option byte for what the client offered (`opts.wscale` as the parser leaves it:
+/// at most 14, or [`WSCALE_ABSENT`]).
 #[inline(always)]
 pub fn encode_options(v6: bool, opts: &TcpOptions, ecn: bool) -> u8 {
-    let ws = if opts.wscale == WSCALE_ABSENT {
-        WS_NONE
-    } else if opts.wscale > MAX_WSCALE {
-        MAX_WSCALE
-    } else {
-        opts.wscale
-    };
-    let sack = if opts.sack_ok { BIT_SACK } else { 0 };
-    let ecn = if ecn { BIT_ECN } else { 0 };
-    ws | sack | ecn | (mss_index(v6, opts.mss) << MSS_SHIFT)
+    debug_assert!(opts.wscale <= MAX_WSCALE || opts.wscale == WSCALE_ABSENT);
+    // Branch-free like `below`: 0..=14 keep their value and WSCALE_ABSENT (0xff) becomes 15.
+    let ws = opts.wscale & 0x0f;
+    ws | (u8::from(opts.sack_ok) << 4)
+        | (u8::from(ecn) << 5)
+        | (mss_index(v6, opts.mss) << MSS_SHIFT)
 }
 
 /// The inverse of [`encode_options`] (with the MSS rounded to the table).
 #[inline(always)]
 pub fn decode_options(v6: bool, ob: u8) -> Decoded {
     let ws = ob & 0x0f;
+    // The table packed into one integer and shifted: indexing an array with a variable
+    // would put it on the stack and address it with pointer arithmetic LLVM is free to
+    // emit as an `or`, which the verifier refuses.
     let t = mss_table(v6);
-    let mss = match ob >> MSS_SHIFT {
-        0 => t[0],
-        1 => t[1],
-        2 => t[2],
-        _ => t[3],
-    };
+    let packed = u64::from(t[0])
+        | (u64::from(t[1]) << 16)
+        | (u64::from(t[2]) << 32)
+        | (u64::from(t[3]) << 48);
+    let mss = (packed >> (16 * u32::from(ob >> MSS_SHIFT))) as u16;
     Decoded {
         mss,
         wscale: if ws == WS_NONE { WSCALE_ABSENT } else { ws },
@@ -107,46 +106,89 @@ pub fn decode_options(v6: bool, ob: u8) -> Decoded {
     }
 }
 
-/// SipHash-2-4 of the MAC input described in the module doc, fed as little-endian words
-/// of those bytes straight from the flow's [`Addr`](crate::flow::Addr) words, with no
-/// message buffer on the stack.
+/// The MAC absorbed up to, not including, its last word (epoch and option byte).
+///
+/// The address and port words are most of the work and do not depend on the options, so
+/// the data path computes them once, before the options are parsed, and each of the few
+/// option layouts the verifier then explores pays only for the last word.
+#[derive(Clone, Copy)]
+pub struct MacPrefix {
+    h: SipHash24,
+    words: usize,
+}
+
+impl MacPrefix {
+    /// The words of the module doc's MAC input that come before the epoch, taken straight
+    /// from the flow's [`Addr`](crate::flow::Addr) words: no message buffer on the stack.
+    #[inline(always)]
+    pub fn new(key: &KeySlot, flow: &Flow, client_isn: u32) -> MacPrefix {
+        let [p0, p1] = flow.sport.to_be_bytes();
+        let [q0, q1] = flow.dport.to_be_bytes();
+        let [i0, i1, i2, i3] = client_isn.to_be_bytes();
+        let ports_isn = u64::from_le_bytes([p0, p1, q0, q1, i0, i1, i2, i3]);
+        let [s0, s1] = flow.src.0;
+        let [d0, d1] = flow.dst.0;
+        let h = SipHash24::new(key.k0, key.k1);
+        if flow.is_v6() {
+            MacPrefix {
+                h: h.word(s0).word(s1).word(d0).word(d1).word(ports_isn),
+                words: 5,
+            }
+        } else {
+            // Both IPv4 addresses fill one word: client's 4 bytes, then server's.
+            MacPrefix {
+                h: h.word((s0 & 0xffff_ffff) | (d0 << 32)).word(ports_isn),
+                words: 2,
+            }
+        }
+    }
+
+    /// The whole MAC, given the key epoch and the option byte.
+    #[inline(always)]
+    pub fn finish(self, epoch: u32, ob: u8) -> u64 {
+        let epoch_ob = u64::from(epoch) | (u64::from(ob) << 32);
+        self.h.word(epoch_ob).finish(self.words + 1)
+    }
+
+    /// [`mint`] from a prefix of the same key, flow and client ISN.
+    #[inline(always)]
+    pub fn mint(self, epoch: u32, v6: bool, opts: &TcpOptions, ecn: bool) -> Minted {
+        let ob = encode_options(v6, opts, ecn);
+        let h = self.finish(epoch, ob);
+        Minted {
+            isn: (((h as u32) & 0x00ff_ffff) << 8) | u32::from(ob),
+            tsval: (h >> 32) as u32,
+        }
+    }
+
+    /// [`check`] from a prefix of the same key, flow and client ISN.
+    #[inline(always)]
+    pub fn check(self, epoch: u32, v6: bool, cookie: u32, tsecr: Option<u32>) -> Option<Decoded> {
+        let ob = cookie as u8;
+        let h = self.finish(epoch, ob);
+        if (h as u32) & 0x00ff_ffff != cookie >> 8 {
+            return None;
+        }
+        if let Some(t) = tsecr
+            && t != (h >> 32) as u32
+        {
+            return None;
+        }
+        Some(decode_options(v6, ob))
+    }
+}
+
+/// SipHash-2-4 of the MAC input described in the module doc.
 #[inline(always)]
 pub fn mac(key: &KeySlot, flow: &Flow, client_isn: u32, ob: u8) -> u64 {
-    let [p0, p1] = flow.sport.to_be_bytes();
-    let [q0, q1] = flow.dport.to_be_bytes();
-    let [i0, i1, i2, i3] = client_isn.to_be_bytes();
-    let ports_isn = u64::from_le_bytes([p0, p1, q0, q1, i0, i1, i2, i3]);
-    let epoch_ob = u64::from(key.epoch) | (u64::from(ob) << 32);
-    let [s0, s1] = flow.src.0;
-    let [d0, d1] = flow.dst.0;
-    let h = SipHash24::new(key.k0, key.k1);
-    if flow.is_v6() {
-        h.word(s0)
-            .word(s1)
-            .word(d0)
-            .word(d1)
-            .word(ports_isn)
-            .word(epoch_ob)
-            .finish(6)
-    } else {
-        // Both IPv4 addresses fill one word: client's 4 bytes, then server's.
-        h.word((s0 & 0xffff_ffff) | (d0 << 32))
-            .word(ports_isn)
-            .word(epoch_ob)
-            .finish(3)
-    }
+    MacPrefix::new(key, flow, client_isn).finish(key.epoch, ob)
 }
 
 /// The cookie ISN and TSval for a SYN from `flow` with sequence number `client_isn`.
 /// `ecn`: we accept the client's ECN setup.
 #[inline(always)]
 pub fn mint(key: &KeySlot, flow: &Flow, client_isn: u32, opts: &TcpOptions, ecn: bool) -> Minted {
-    let ob = encode_options(flow.is_v6(), opts, ecn);
-    let h = mac(key, flow, client_isn, ob);
-    Minted {
-        isn: (((h as u32) & 0x00ff_ffff) << 8) | u32::from(ob),
-        tsval: (h >> 32) as u32,
-    }
+    MacPrefix::new(key, flow, client_isn).mint(key.epoch, flow.is_v6(), opts, ecn)
 }
 
 /// Validates the cookie an ACK returns: `client_isn` = ACK.seq - 1, `cookie` = ACK.ack - 1,
@@ -159,17 +201,7 @@ pub fn check(
     cookie: u32,
     tsecr: Option<u32>,
 ) -> Option<Decoded> {
-    let ob = cookie as u8;
-    let h = mac(key, flow, client_isn, ob);
-    if (h as u32) & 0x00ff_ffff != cookie >> 8 {
-        return None;
-    }
-    if let Some(t) = tsecr
-        && t != (h >> 32) as u32
-    {
-        return None;
-    }
-    Some(decode_options(flow.is_v6(), ob))
+    MacPrefix::new(key, flow, client_isn).check(key.epoch, flow.is_v6(), cookie, tsecr)
 }
 
 #[cfg(test)]

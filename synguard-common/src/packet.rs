@@ -33,6 +33,60 @@ pub trait Packet {
     }
 }
 
+/// Hides `v` from the optimizer.
+///
+/// A bounds check on a length taken from the packet (an IP total length, say) lets LLVM
+/// prove later constant-size checks redundant and delete them; the verifier cannot follow
+/// that proof and rejects the unchecked access. Checking through an opaque copy keeps
+/// the check and breaks the inference. Costs one stack slot and two instructions.
+#[inline(always)]
+pub fn opaque(v: usize) -> usize {
+    // SAFETY: a volatile read of a live local.
+    unsafe { core::ptr::read_volatile(&v) }
+}
+
+/// One step of a bounded loop; `false` stops the loop.
+pub trait Step {
+    /// `index` counts the steps from 0.
+    fn step(&mut self, index: u32) -> bool;
+}
+
+/// Runs `s.step(0)`, `s.step(1)`, ... at most `n` times, until one returns `false`.
+///
+/// Compiled for BPF this is the `bpf_loop` helper (kernel 5.17+): the verifier checks the
+/// step as a callback instead of walking `n` inlined copies along every path through the
+/// rest of the program, which for the 40-byte TCP options walk blows through its
+/// one-million-instruction budget. On the host it is a plain loop over the same step.
+#[inline(always)]
+pub fn bounded_loop<S: Step>(n: u32, s: &mut S) {
+    #[cfg(target_arch = "bpf")]
+    {
+        use core::ffi::c_void;
+        /// The callback: one step over the state `ctx` points to; 1 stops the loop.
+        unsafe extern "C" fn step<S: Step>(index: u32, ctx: *mut c_void) -> i64 {
+            // SAFETY: `ctx` is the `&mut S` handed to bpf_loop below, live for the call.
+            if unsafe { (*(ctx as *mut S)).step(index) } {
+                0
+            } else {
+                1
+            }
+        }
+        type BpfLoop = unsafe extern "C" fn(u32, *mut c_void, *mut c_void, u64) -> i64;
+        // SAFETY: BPF helpers are called through their number (bpf_loop is 181), which is
+        // what the helper bindings of aya-ebpf do too.
+        unsafe {
+            let bpf_loop: BpfLoop = core::mem::transmute(181usize);
+            bpf_loop(n, step::<S> as *mut c_void, s as *mut S as *mut c_void, 0);
+        }
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    for i in 0..n {
+        if !s.step(i) {
+            break;
+        }
+    }
+}
+
 /// A packet given by its start and end addresses, as XDP (`data`, `data_end`) and TC
 /// (`skb->data`, `skb->data_end`) hand it over.
 ///

@@ -1,10 +1,11 @@
 //! TCP options: the parser for a SYN's (or ACK's) option area and the writer for our
 //! SYN+ACK's.
 //!
-//! The parser walks at most [`MAX_LEN`] bytes in a loop with a constant bound, each step a
-//! constant-size load at a variable offset: the form the BPF verifier accepts.
+//! The parser walks at most [`MAX_LEN`] bytes, one option per step of a
+//! [`bounded_loop`](crate::packet::bounded_loop), each step a constant-size load at a
+//! variable offset: the form the BPF verifier accepts.
 
-use crate::packet::Packet;
+use crate::packet::{Packet, Step, bounded_loop};
 
 /// The option area is at most 40 bytes (data offset 15).
 pub const MAX_LEN: usize = 40;
@@ -72,65 +73,161 @@ pub fn parse<P: Packet + ?Sized>(
     if len > MAX_LEN {
         return Err(OptionsError::TooLong);
     }
+    if len == 0 {
+        return Ok(TcpOptions::NONE);
+    }
+    // The value fields start from a packet byte, spread over their width, instead of
+    // from constants. They are read only once their option has been seen, so what they
+    // start as does not matter; but to the verifier a packet byte is "any value", so the
+    // walk's state starts at its widest and every later state fits inside it, which is
+    // what lets the verifier stop exploring the walk after a step or two (see `Step`).
+    let any = u32::from(p.load_u8(off).ok_or(OptionsError::Truncated)?).wrapping_mul(0x0101_0101);
+    let mut w = Walk {
+        p,
+        off,
+        len,
+        next: 0,
+        seen: 0,
+        mss: any as u16,
+        ws: any as u8,
+        tsval: any,
+        tsecr: any,
+        err: None,
+    };
+    // One step per option byte.
+    bounded_loop(MAX_LEN as u32, &mut w);
+    if let Some(e) = w.err {
+        return Err(e);
+    }
+    let seen = |s: Slot| (w.seen >> (s as u32)) & 1 != 0;
     let mut o = TcpOptions::NONE;
-    let mut pos = 0usize;
-    // Every step consumes at least one byte, so MAX_LEN steps always reach the end.
-    for _ in 0..MAX_LEN {
-        // The constant comparison is redundant with `pos < len`, but it is the one that
-        // lets the verifier bound `off + pos` without relating two registers.
-        if pos >= MAX_LEN || pos >= len {
-            break;
-        }
-        let at = off + pos;
-        let k = p.load_u8(at).ok_or(OptionsError::Truncated)?;
-        if k == kind::EOL {
-            break;
-        }
-        if k == kind::NOP {
-            pos += 1;
-            continue;
-        }
-        if pos + 2 > len {
-            return Err(OptionsError::Overrun);
-        }
-        let olen = usize::from(p.load_u8(at + 1).ok_or(OptionsError::Truncated)?);
-        if olen < 2 || pos + olen > len {
-            return Err(OptionsError::Overrun);
-        }
-        match k {
-            kind::MSS => {
-                if olen != 4 {
-                    return Err(OptionsError::BadLength);
-                }
-                o.mss = p.load_be16(at + 2).ok_or(OptionsError::Truncated)?;
-            }
-            kind::WSCALE => {
-                if olen != 3 {
-                    return Err(OptionsError::BadLength);
-                }
-                let ws = p.load_u8(at + 2).ok_or(OptionsError::Truncated)?;
-                o.wscale = if ws > MAX_WSCALE { MAX_WSCALE } else { ws };
-            }
-            kind::SACK_PERM => {
-                if olen != 2 {
-                    return Err(OptionsError::BadLength);
-                }
-                o.sack_ok = true;
-            }
-            kind::TIMESTAMP => {
-                if olen != 10 {
-                    return Err(OptionsError::BadLength);
-                }
-                let ts = p.load::<8>(at + 2).ok_or(OptionsError::Truncated)?;
-                o.ts = true;
-                o.tsval = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
-                o.tsecr = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
-            }
-            _ => {}
-        }
-        pos += olen;
+    if seen(Slot::Mss) {
+        o.mss = w.mss;
+    }
+    if seen(Slot::Wscale) {
+        o.wscale = if w.ws > MAX_WSCALE { MAX_WSCALE } else { w.ws };
+    }
+    o.sack_ok = seen(Slot::SackPerm);
+    if seen(Slot::Timestamp) {
+        o.ts = true;
+        o.tsval = w.tsval;
+        o.tsecr = w.tsecr;
     }
     Ok(o)
+}
+
+/// Where the walk files each option kind it keeps; `Other` takes the rest.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Slot {
+    Other = 0,
+    Mss = 1,
+    Wscale = 2,
+    SackPerm = 3,
+    Timestamp = 4,
+}
+
+/// Per kind: its [`Slot`] (low 3 bits) and the length it must have (high 5 bits, 0 where
+/// any length goes). A table rather than a `match` on the kind: a match hands the
+/// verifier a constant length on each path, and constants keep the walk's states apart.
+static KIND_INFO: [u8; 256] = {
+    let mut t = [Slot::Other as u8; 256];
+    t[kind::MSS as usize] = Slot::Mss as u8 | (4 << 3);
+    t[kind::WSCALE as usize] = Slot::Wscale as u8 | (3 << 3);
+    t[kind::SACK_PERM as usize] = Slot::SackPerm as u8 | (2 << 3);
+    t[kind::TIMESTAMP as usize] = Slot::Timestamp as u8 | (10 << 3);
+    t
+};
+
+/// The walk's state between steps.
+struct Walk<'a, P: ?Sized> {
+    p: &'a P,
+    off: usize,
+    len: usize,
+    /// Where the next option starts.
+    next: usize,
+    /// Bit `s`: an option of slot `s` was seen; the value fields below are meaningful
+    /// only with their bit set.
+    seen: u32,
+    mss: u16,
+    ws: u8,
+    tsval: u32,
+    tsecr: u32,
+    err: Option<OptionsError>,
+}
+
+impl<P: Packet + ?Sized> Walk<'_, P> {
+    #[inline(always)]
+    fn fail(&mut self, e: OptionsError) -> bool {
+        self.err = Some(e);
+        false
+    }
+}
+
+impl<P: Packet + ?Sized> Step for Walk<'_, P> {
+    /// Looks at option byte `i`: skips it inside an option, else consumes the option (or
+    /// NOP) starting there.
+    ///
+    /// Shaped for the verifier, which checks the step once per distinct walk state and
+    /// stops when a state fits inside one it has seen. Byte by byte, with the position
+    /// taken from the loop index, the state carried between steps (`next`) is only ever
+    /// compared, never used to address the packet; a walk jumping from option to option
+    /// carries an exact offset instead, and is explored once per possible offset and
+    /// option combination, far past the verifier's budget.
+    #[inline(always)]
+    fn step(&mut self, i: u32) -> bool {
+        let i = i as usize;
+        if i >= MAX_LEN || i >= self.len {
+            return false;
+        }
+        if i < self.next {
+            return true;
+        }
+        let at = self.off + i;
+        let Some(k) = self.p.load_u8(at) else {
+            return self.fail(OptionsError::Truncated);
+        };
+        if k == kind::EOL {
+            return false;
+        }
+        if k == kind::NOP {
+            self.next = i + 1;
+            return true;
+        }
+        if i + 2 > self.len {
+            return self.fail(OptionsError::Overrun);
+        }
+        let Some(olen) = self.p.load_u8(at + 1) else {
+            return self.fail(OptionsError::Truncated);
+        };
+        let olen = usize::from(olen);
+        if olen < 2 || i + olen > self.len {
+            return self.fail(OptionsError::Overrun);
+        }
+        let info = KIND_INFO[usize::from(k)];
+        let required = usize::from(info >> 3);
+        if required != 0 && required != olen {
+            return self.fail(OptionsError::BadLength);
+        }
+        let slot = info & 7;
+        // Each kept option's full length lies inside the area, checked just above.
+        let ok = match slot {
+            s if s == Slot::Mss as u8 => self.p.load_be16(at + 2).map(|m| self.mss = m),
+            s if s == Slot::Wscale as u8 => self.p.load_u8(at + 2).map(|ws| self.ws = ws),
+            s if s == Slot::Timestamp as u8 => self.p.load::<8>(at + 2).map(|ts| {
+                self.tsval = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+                self.tsecr = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
+            }),
+            _ => Some(()),
+        };
+        if ok.is_none() {
+            return self.fail(OptionsError::Truncated);
+        }
+        self.seen |= 1 << slot;
+        self.next = i + olen;
+        // Stop right after the last option rather than stepping over its bytes.
+        self.next < self.len
+    }
 }
 
 /// The options of our SYN+ACK as big-endian 32-bit words: `words[..len / 4]` are used,
