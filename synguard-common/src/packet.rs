@@ -174,4 +174,46 @@ mod tests {
         assert_eq!(buf, [1, 2, 3, 0xab, 0xcd]);
         assert!(buf[..].load::<1>(usize::MAX).is_none());
     }
+
+    /// Records the indexes it is called with and stops after `stop_after` calls.
+    struct Counter {
+        seen: Vec<u32>,
+        stop_after: usize,
+    }
+
+    impl Step for Counter {
+        fn step(&mut self, index: u32) -> bool {
+            self.seen.push(index);
+            self.seen.len() < self.stop_after
+        }
+    }
+
+    #[test]
+    fn bounded_loop_indexes_and_stops() {
+        let mut c = Counter {
+            seen: vec![],
+            stop_after: 3,
+        };
+        bounded_loop(10, &mut c);
+        assert_eq!(c.seen, [0, 1, 2], "stops at the first false");
+        let mut c = Counter {
+            seen: vec![],
+            stop_after: 100,
+        };
+        bounded_loop(4, &mut c);
+        assert_eq!(c.seen, [0, 1, 2, 3], "never more than n steps");
+        let mut c = Counter {
+            seen: vec![],
+            stop_after: 100,
+        };
+        bounded_loop(0, &mut c);
+        assert!(c.seen.is_empty());
+    }
+
+    #[test]
+    fn opaque_is_identity() {
+        for v in [0, 1, 40, usize::MAX] {
+            assert_eq!(opaque(v), v);
+        }
+    }
 }

@@ -29,6 +29,14 @@
 //! "Engaged" means mode `Always`, or `Auto` while the controller sets `State::engaged`.
 //! In `Monitor` mode (and for an unknown mode value) every `Drop` is a `Pass`, still
 //! counted under its reason, and SYNs are never answered.
+//!
+//! For the eBPF glue: everything here is `#[inline(always)]` except the TCP options step,
+//! which runs as a `bpf_loop` callback (kernel 5.17+, see `packet::bounded_loop`). The
+//! verifier refuses arithmetic on `data_end`, so trim a `Tx` frame with
+//! `bpf_xdp_adjust_tail(len - bpf_xdp_get_buff_len(ctx))`, not with `data_end - data`.
+//! Several shapes here (words instead of byte arrays, branch-free arithmetic, the
+//! `opaque` length check) exist for the verifier or the 512-byte stack; their comments
+//! say which.
 
 use crate::checksum;
 use crate::cookie::{self, MacPrefix, Minted};
