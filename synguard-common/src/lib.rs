@@ -15,5 +15,7 @@ pub mod siphash;
 pub mod synproxy;
 pub mod wire;
 
-#[cfg(test)]
-mod testutil;
+/// Reference frame builder and reader, written independently of the code under test; used
+/// by this crate's tests and, through the `testutil` feature, by the live veth tests.
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
