@@ -452,7 +452,7 @@ impl RawSock {
             msg.msg_control = ctrl.as_mut_ptr().cast();
             msg.msg_controllen = ctrl.len();
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
-            if n < 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if n < 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let mut frame = buf[..n as usize].to_vec();
