@@ -14,6 +14,7 @@
 //!
 //! Everything needs root.
 
+pub mod bpfobj;
 pub mod cleanup;
 pub mod client;
 pub mod flood;

@@ -643,7 +643,8 @@ fn attach_reflector(topo: &Topology) -> Result<aya::Ebpf> {
     let iface = topo.server_iface().to_string();
     // The attach resolves the interface in the calling thread's namespace.
     netns::in_netns(topo.netns(Role::Srv), move || {
-        let mut ebpf = aya::Ebpf::load(crate::xdp::BENCH_XDP_OBJ).context("loading bench_xdp.o")?;
+        let mut ebpf =
+            aya::Ebpf::load(crate::xdp::bench_xdp_obj()?).context("loading bench_xdp.o")?;
         let p: &mut aya::programs::Xdp = ebpf
             .program_mut("sg_bench_reflect")
             .context("no sg_bench_reflect")?

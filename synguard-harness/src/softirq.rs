@@ -17,9 +17,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use aya::{Ebpf, maps::PerCpuArray, programs::RawTracePoint};
 
-/// The raw-tracepoint accumulator object built by build.rs.
-static SOFTIRQ_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/softirq.o"));
-
 pub const NR_SOFTIRQS: usize = 10;
 /// Softirq vector numbers (include/linux/interrupt.h).
 pub const NET_TX: usize = 2;
@@ -72,12 +69,8 @@ pub struct SoftirqMeter {
 
 impl SoftirqMeter {
     pub fn new() -> Result<Self> {
-        if SOFTIRQ_OBJ.is_empty() {
-            anyhow::bail!(
-                "softirq meter was not built: clang-22 was missing when synguard-harness compiled"
-            );
-        }
-        let mut ebpf = Ebpf::load(SOFTIRQ_OBJ).context("loading the softirq meter")?;
+        let mut ebpf = Ebpf::load(crate::bpfobj::bytes(crate::bpfobj::Obj::Softirq)?)
+            .context("loading the softirq meter")?;
         for (prog, tp) in [
             ("sg_softirq_entry", "softirq_entry"),
             ("sg_softirq_exit", "softirq_exit"),

@@ -8,14 +8,12 @@
 //! The object is `src/bpf/xdp_pass.c` compiled by build.rs (`clang -target bpf`), embedded in
 //! the library and written to a temporary file for `ip link set … xdp obj`.
 
-use std::io::Write;
+use anyhow::{Context, Result};
 
-use anyhow::{Context, Result, bail};
-
-use crate::netns;
-
-/// ELF bytes of the XDP_PASS object (empty if clang was unavailable at build time).
-pub const XDP_PASS_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_pass.o"));
+use crate::{
+    bpfobj::{self, Obj},
+    netns,
+};
 
 /// ELF section holding the XDP_PASS program, as `ip … xdp obj FILE sec SECTION` expects.
 pub const XDP_PASS_SECTION: &str = "xdp";
@@ -34,18 +32,7 @@ pub fn attach_drop(netns_name: &str, iface: &str) -> Result<()> {
 }
 
 fn attach(netns_name: &str, iface: &str, section: &str) -> Result<()> {
-    if XDP_PASS_OBJ.is_empty() {
-        bail!("XDP_PASS object was not built: clang-22 was missing when synguard-harness compiled");
-    }
-    let mut f = tempfile::Builder::new()
-        .prefix("sgh-xdp-pass-")
-        .suffix(".o")
-        .tempfile()
-        .context("temp file for XDP object")?;
-    f.write_all(XDP_PASS_OBJ)?;
-    f.flush()?;
-    let path = f
-        .path()
+    let path = bpfobj::path(Obj::XdpPass)?
         .to_str()
         .context("non-UTF-8 temp path")?
         .to_string();
@@ -76,6 +63,7 @@ pub fn attached_prog_id(netns_name: &str, iface: &str) -> Result<Option<u64>> {
 
 /// The benchmark's floor programs (`src/bpf/bench_xdp.c`), for loading with aya:
 /// `sg_bench_pass` (XDP_PASS, the test-run overhead floor) and `sg_bench_reflect` (MAC swap
-/// and XDP_TX, the cheapest reflector). Empty if clang was unavailable at build time.
-pub static BENCH_XDP_OBJ: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_xdp.o"));
+/// and XDP_TX, the cheapest reflector).
+pub fn bench_xdp_obj() -> Result<&'static [u8]> {
+    bpfobj::bytes(Obj::BenchXdp)
+}

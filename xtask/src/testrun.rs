@@ -20,7 +20,7 @@ use aya::{
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
-use synguard_harness::{Topology, netns, synguard::pin_dir, xdp::BENCH_XDP_OBJ};
+use synguard_harness::{Topology, netns, synguard::pin_dir, xdp::bench_xdp_obj};
 
 use crate::packets::{self, Flags, Flow, SynAck};
 
@@ -140,7 +140,7 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
             .load_file(&obj)
             .context("loading the synguard object for test runs")?;
         load_xdp(&mut sg, synguard_common::maps::names::XDP_PROG)?;
-        let mut floor = Ebpf::load(BENCH_XDP_OBJ).context("loading the floor programs")?;
+        let mut floor = Ebpf::load(bench_xdp_obj()?).context("loading the floor programs")?;
         load_xdp(&mut floor, "sg_bench_pass")?;
         load_xdp(&mut floor, "sg_bench_reflect")?;
         let prog = |w: Which| -> Result<&Xdp> {
