@@ -76,6 +76,73 @@ pub fn parse<P: Packet + ?Sized>(
     if len == 0 {
         return Ok(TcpOptions::NONE);
     }
+    if let Some(o) = linux_layout(p, off, len) {
+        return Ok(o);
+    }
+    walk(p, off, len)
+}
+
+/// The two option layouts Linux puts on nearly every segment, recognised with a few
+/// constant-offset word loads:
+/// - SYN: MSS, SACK-permitted, timestamps, NOP, window scale (20 bytes), or without
+///   timestamps MSS, NOP NOP SACK-permitted, NOP window scale (12 bytes);
+/// - any later segment of a flow with timestamps: NOP NOP timestamps (12 bytes).
+///
+/// In BPF the general [`walk`] costs a `bpf_loop` callback per option byte; this costs
+/// none. It returns `None` for anything else, which then takes the walk, and gives what
+/// the walk would for everything it accepts (a property test holds it to that).
+#[inline(always)]
+fn linux_layout<P: Packet + ?Sized>(p: &P, off: usize, len: usize) -> Option<TcpOptions> {
+    const MSS_HEAD: u32 = (kind::MSS as u32) << 8 | 4;
+    const NOP_NOP_TS: u32 = u32::from_be_bytes([kind::NOP, kind::NOP, kind::TIMESTAMP, 10]);
+    const SACK_TS: u32 = u32::from_be_bytes([kind::SACK_PERM, 2, kind::TIMESTAMP, 10]);
+    const NOP_NOP_SACK: u32 = u32::from_be_bytes([kind::NOP, kind::NOP, kind::SACK_PERM, 2]);
+    const NOP_WS_HEAD: u32 = u32::from_be_bytes([0, kind::NOP, kind::WSCALE, 3]);
+    let clamp = |ws: u32| {
+        if ws as u8 > MAX_WSCALE {
+            MAX_WSCALE
+        } else {
+            ws as u8
+        }
+    };
+    let mut o = TcpOptions::NONE;
+    let w0 = p.load_be32(off)?;
+    if len == 12 && w0 == NOP_NOP_TS {
+        o.ts = true;
+        o.tsval = p.load_be32(off + 4)?;
+        o.tsecr = p.load_be32(off + 8)?;
+        return Some(o);
+    }
+    if w0 >> 16 != MSS_HEAD {
+        return None;
+    }
+    o.mss = w0 as u16;
+    o.sack_ok = true;
+    if len == 20 && p.load_be32(off + 4)? == SACK_TS {
+        let ws = p.load_be32(off + 16)?;
+        if ws >> 8 != NOP_WS_HEAD {
+            return None;
+        }
+        o.ts = true;
+        o.tsval = p.load_be32(off + 8)?;
+        o.tsecr = p.load_be32(off + 12)?;
+        o.wscale = clamp(ws & 0xff);
+        return Some(o);
+    }
+    if len == 12 && p.load_be32(off + 4)? == NOP_NOP_SACK {
+        let ws = p.load_be32(off + 8)?;
+        if ws >> 8 != NOP_WS_HEAD {
+            return None;
+        }
+        o.wscale = clamp(ws & 0xff);
+        return Some(o);
+    }
+    None
+}
+
+/// The general parser: any layout, option by option.
+#[inline(always)]
+fn walk<P: Packet + ?Sized>(p: &P, off: usize, len: usize) -> Result<TcpOptions, OptionsError> {
     // The value fields start from a packet byte, spread over their width, instead of
     // from constants. They are read only once their option has been seen, so what they
     // start as does not matter; but to the verifier a packet byte is "any value", so the
@@ -490,6 +557,46 @@ mod tests {
             b.push(0);
         }
         b
+    }
+
+    /// Linux's three layouts with the given fields, as `parse` sees them on the wire.
+    fn linux_areas(mss: u16, ws: u8, tsval: u32, tsecr: u32) -> [Vec<u8>; 3] {
+        let (m, v, e) = (mss.to_be_bytes(), tsval.to_be_bytes(), tsecr.to_be_bytes());
+        let mut syn = vec![2, 4, m[0], m[1], 4, 2, 8, 10];
+        syn.extend(v);
+        syn.extend(e);
+        syn.extend([1, 3, 3, ws]);
+        let syn_no_ts = vec![2, 4, m[0], m[1], 1, 1, 4, 2, 1, 3, 3, ws];
+        let mut ack = vec![1, 1, 8, 10];
+        ack.extend(v);
+        ack.extend(e);
+        [syn, syn_no_ts, ack]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The fast path recognises Linux's layouts, and whatever it accepts, even after
+        /// a byte is overwritten or the frame cut short, it parses exactly as the walk does.
+        #[test]
+        fn linux_fast_path_agrees_with_the_walk(
+            mss: u16, ws: u8, tsval: u32, tsecr: u32,
+            which in 0usize..3, at in 0usize..20, byte: u8, mutate: bool, cut in 0usize..24,
+        ) {
+            let mut area = linux_areas(mss, ws, tsval, tsecr)[which].clone();
+            let len = area.len();
+            prop_assert!(linux_layout(&area[..], 0, len).is_some());
+            if mutate {
+                area[at % len] = byte;
+            }
+            area.truncate(cut.max(len - 4).min(len));
+            let fast = linux_layout(&area[..], 0, len);
+            let slow = walk(&area[..], 0, len);
+            if let Some(o) = fast {
+                prop_assert_eq!(Ok(o), slow);
+            }
+            prop_assert_eq!(parse(&area[..], 0, len), slow);
+        }
     }
 
     proptest! {
