@@ -53,19 +53,36 @@ pub fn build(
     Ok(v)
 }
 
-/// The options a Linux client puts in a SYN: MSS, SACK-permitted, timestamps (optional) and
-/// window scale.
+/// The options a Linux client puts in a SYN, byte for byte as Linux lays them out: MSS,
+/// SACK-permitted, timestamps, NOP, window scale; without timestamps, MSS, NOP NOP
+/// SACK-permitted, NOP window scale.
 pub fn syn_options(mss: u16, tsval: Option<u32>) -> Vec<TcpOptionElement> {
-    let mut o = vec![
-        TcpOptionElement::MaximumSegmentSize(mss),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-    ];
-    if let Some(ts) = tsval {
-        o.push(TcpOptionElement::Timestamp(ts, 0));
+    use TcpOptionElement::*;
+    match tsval {
+        Some(ts) => vec![
+            MaximumSegmentSize(mss),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(ts, 0),
+            Noop,
+            WindowScale(7),
+        ],
+        None => vec![
+            MaximumSegmentSize(mss),
+            Noop,
+            Noop,
+            SelectiveAcknowledgementPermitted,
+            Noop,
+            WindowScale(7),
+        ],
     }
-    o.push(TcpOptionElement::Noop);
-    o.push(TcpOptionElement::WindowScale(7));
-    o
+}
+
+/// The options of a Linux segment on a flow with timestamps: NOP NOP timestamps.
+pub fn ack_options(tsval: u32, tsecr: Option<u32>) -> Vec<TcpOptionElement> {
+    use TcpOptionElement::*;
+    tsecr
+        .map(|ecr| vec![Noop, Noop, Timestamp(tsval, ecr)])
+        .unwrap_or_default()
 }
 
 /// What a SYN+ACK says that the client's ACK must echo.

@@ -338,11 +338,7 @@ fn cases(
                 continue;
             }
         };
-        let opts: Vec<_> = sa
-            .tsval
-            .map(|ecr| etherparse::TcpOptionElement::Timestamp(tsval + 1, ecr))
-            .into_iter()
-            .collect();
+        let opts = packets::ack_options(tsval + 1, sa.tsval);
         cases.push(Case {
             name,
             which: Which::Synguard,
