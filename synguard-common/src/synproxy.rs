@@ -310,14 +310,17 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     let Some((key, prefix)) = keyed else {
         return pass(Counter::SynPassed);
     };
-    let now = env.now_ns();
-    if !env.src_syn_allowed(&seg.flow, now) {
-        return reject(Counter::RateLimited, ctx.monitor);
-    }
-    if !env.synack_budget(now) {
-        return reject(Counter::SynackCapHit, ctx.monitor);
-    }
     let cfg = env.config();
+    // The clock is read only when a limit needs it: it is a helper call on every SYN.
+    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
+        let now = env.now_ns();
+        if !env.src_syn_allowed(&seg.flow, now) {
+            return reject(Counter::RateLimited, ctx.monitor);
+        }
+        if !env.synack_budget(now) {
+            return reject(Counter::SynackCapHit, ctx.monitor);
+        }
+    }
     // RFC 3168: an ECN-setup SYN has both ECE (0x40) and CWR (0x80). Bit arithmetic
     // rather than comparisons, which would each be one more verifier path.
     let f = ctx.tcph.flags;

@@ -620,6 +620,7 @@ fn no_valid_key_fails_open() {
 #[test]
 fn budgets() {
     let mut env = Mock::new().mode(Mode::Always);
+    env.cfg.src_syn_rate = 10;
     env.src_ok = false;
     let mut f = Seg::syn4().frame();
     let orig = f.clone();
@@ -627,9 +628,22 @@ fn budgets() {
     assert_eq!(f, orig);
     assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::RateLimited]);
     let mut env = Mock::new().mode(Mode::Always);
+    env.cfg.synack_rate_per_cpu = 10;
     env.budget_ok = false;
     assert_eq!(run(&mut f, &mut env), Verdict::Drop);
     assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynackCapHit]);
+}
+
+#[test]
+fn unconfigured_limits_are_not_consulted() {
+    // With no rate configured the buckets (and the clock) are skipped: a bucket that would
+    // refuse makes no difference.
+    let mut env = Mock::new().mode(Mode::Always);
+    env.src_ok = false;
+    env.budget_ok = false;
+    let mut f = Seg::syn4().frame();
+    assert!(matches!(run(&mut f, &mut env), Verdict::Tx { .. }));
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::CookieSent]);
 }
 
 #[test]
