@@ -8,19 +8,24 @@ mod sock;
 mod tc;
 mod xdp;
 
-use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
-};
+/// The program entry points. aya's macros wrap each in a safe `pub extern "C" fn` taking
+/// the raw context pointer, which clippy flags; the kernel is the only caller.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+mod entry {
+    use aya_ebpf::{
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
 
-#[xdp]
-pub fn synguard_xdp(ctx: XdpContext) -> u32 {
-    xdp::run(&ctx)
-}
+    #[xdp]
+    pub fn synguard_xdp(ctx: XdpContext) -> u32 {
+        crate::xdp::run(&ctx)
+    }
 
-#[classifier]
-pub fn synguard_tc(ctx: TcContext) -> i32 {
-    tc::run(&ctx)
+    #[classifier]
+    pub fn synguard_tc(ctx: TcContext) -> i32 {
+        crate::tc::run(&ctx)
+    }
 }
 
 #[cfg(not(test))]
