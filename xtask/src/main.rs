@@ -104,7 +104,12 @@ fn test(args: &[String]) -> Result<()> {
         .current_dir(root().join("synguard-ebpf"))
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["clippy", "--release", "--target", "bpfel-unknown-none"])
-        .args(["-Z", "build-std=core", "--target-dir", "../target/bpf-clippy"])
+        .args([
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "../target/bpf-clippy",
+        ])
         .args(["--", "-D", "warnings"]))?;
     // The netns tests share two cores and the kernel's network stack; two at a time keeps
     // their timing honest.
