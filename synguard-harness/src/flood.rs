@@ -31,16 +31,10 @@ use crate::{
     process::NsChild,
     topology::{SPOOF_V4, SPOOF_V6, Topology},
 };
+use synguard_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
 
 /// No flood may run longer than this, whatever the options say.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
-
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
-pub const URG: u8 = 0x20;
 
 /// Flag combinations no legitimate stack sends; `FloodKind::Invalid` cycles through them.
 pub const INVALID_FLAGS: [u8; 6] = [

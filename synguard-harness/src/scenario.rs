@@ -245,13 +245,7 @@ pub fn run(
         arrival_pps: None,
     };
     progress(&p);
-    let topo = Topology::new(TopologyOptions {
-        install_signal_handlers: opts.install_signal_handlers,
-        server_rps: true,
-        // The same wire for every protection: native XDP_TX on the server veth needs an XDP
-        // program on its peer, so the peer has one in every run.
-        xdp_pass_on_server_peer: true,
-    })?;
+    let topo = scenario_topology(opts)?;
     // The legit clients all share one address. After one success the kernel would count it as
     // a "proven" peer and reserve the last quarter of the SYN queue for it even without
     // cookies; real clients are many unproven peers, so no peer is remembered here.
@@ -585,11 +579,7 @@ pub fn floor(
         arrival_pps: None,
     };
     progress(&p);
-    let topo = Topology::new(TopologyOptions {
-        install_signal_handlers: opts.install_signal_handlers,
-        server_rps: true,
-        xdp_pass_on_server_peer: true,
-    })?;
+    let topo = scenario_topology(opts)?;
     let _reflector = match which {
         Floor::XdpDrop => {
             crate::xdp::attach_drop(topo.netns(Role::Srv), topo.server_iface())?;
@@ -654,5 +644,16 @@ fn attach_reflector(topo: &Topology) -> Result<aya::Ebpf> {
         p.attach(name.as_c_str(), aya::programs::XdpMode::Driver)
             .context("attaching the reflector")?;
         Ok(ebpf)
+    })
+}
+
+/// The topology every scenario and floor runs on.
+fn scenario_topology(opts: &ScenarioOptions) -> Result<Topology> {
+    Topology::new(TopologyOptions {
+        install_signal_handlers: opts.install_signal_handlers,
+        server_rps: true,
+        // The same wire for every protection: native XDP_TX on the server veth needs an XDP
+        // program on its peer, so the peer has one in every run.
+        xdp_pass_on_server_peer: true,
     })
 }
