@@ -17,10 +17,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use synguard_common::{
     flags::{self, FlagVerdict},
-    maps::{Counter, names},
+    maps::{Counter, State, names},
     testutil::{Seg, linux_syn_options, read_reply},
 };
 use synguard_harness::{
@@ -50,11 +50,15 @@ struct Fixture {
 
 impl Fixture {
     fn start(mode: &str, ports: &str) -> Result<Fixture> {
+        Self::start_with(mode, ports, &[])
+    }
+
+    fn start_with(mode: &str, ports: &str, extra: &[&str]) -> Result<Fixture> {
         let topo = Topology::new(TopologyOptions {
             server_rps: false,
             ..Default::default()
         })?;
-        let daemon = start_daemon(&topo.srv.netns, topo.server_iface(), mode, ports)?;
+        let daemon = start_daemon(&topo.srv.netns, topo.server_iface(), mode, ports, extra)?;
         Ok(Fixture {
             daemon: Some(daemon),
             topo,
@@ -79,11 +83,12 @@ fn pin_dir(iface: &str) -> PathBuf {
 }
 
 /// Runs `synguard run` in `ns` and waits until both programs are attached.
-fn start_daemon(ns: &str, iface: &str, mode: &str, ports: &str) -> Result<NsChild> {
+fn start_daemon(ns: &str, iface: &str, mode: &str, ports: &str, extra: &[&str]) -> Result<NsChild> {
     let mut cmd = netns::command(ns, env!("CARGO_BIN_EXE_synguard"));
     cmd.args(["run", "--iface", iface, "--ports", ports, "--mode", mode]);
     // No metrics endpoint: the bare test namespaces have no loopback up.
-    cmd.args(["--xdp-mode", "generic", "--metrics", "off"]);
+    cmd.args(["--xdp-mode", "generic", "--metrics", "off"])
+        .args(extra);
     let mut child = NsChild::spawn(&mut cmd, false, None)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !pin_dir(iface).join("link_tc").exists() {
@@ -515,7 +520,7 @@ fn vlan_tagged_syn_gets_a_syn_ack_with_the_same_tag() -> Result<()> {
         return Ok(());
     }
     let pair = Pair::new()?;
-    let mut daemon = start_daemon(&pair.a, &pair.a_if, "always", &PORT.to_string())?;
+    let mut daemon = start_daemon(&pair.a, &pair.a_if, "always", &PORT.to_string(), &[])?;
     let (b, b_if) = (pair.b.clone(), pair.b_if.clone());
     let syn = syn_frame(&pair, Some(0x2064), flags::SYN, 0xdead_beef)?;
     let reply = netns::in_netns(&b, move || {
@@ -555,7 +560,7 @@ fn all_256_flag_combinations_get_their_table_verdict_on_a_live_veth() -> Result<
         return Ok(());
     }
     let pair = Pair::new()?;
-    let mut daemon = start_daemon(&pair.a, &pair.a_if, "always", &PORT.to_string())?;
+    let mut daemon = start_daemon(&pair.a, &pair.a_if, "always", &PORT.to_string(), &[])?;
     let (b, b_if) = (pair.b.clone(), pair.b_if.clone());
     let a_if = pair.a_if.clone();
     let frames: Vec<Vec<u8>> = (0..=255u8)
@@ -742,6 +747,95 @@ fn bulk_transfer_over_an_established_flow_is_unaffected() -> Result<()> {
         BYTES >> 20,
         2.0 * (BYTES >> 20) as f64 / with,
         2.0 * (BYTES >> 20) as f64 / without
+    );
+    Ok(())
+}
+
+/// `STATE.engaged`, as the controller's hysteresis last set it.
+fn engaged(iface: &str) -> Result<bool> {
+    let data = MapData::from_pin(pin_dir(iface).join(names::STATE))?;
+    let state: Array<_, State> = Array::try_from(Map::Array(data))?;
+    Ok(state.get(&0, 0)?.engaged != 0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !cond()? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn auto_mode_engages_under_a_flood_and_handshakes_complete_throughout() -> Result<()> {
+    if !root_or_skip("auto_mode_engages") {
+        return Ok(());
+    }
+    let fx = Fixture::start_with(
+        "auto",
+        &PORT.to_string(),
+        &["--syn-rate-on", "2000", "--syn-rate-off", "500"],
+    )?;
+    let _server = fx.topo.start_server(PORT)?;
+    let iface = fx.topo.server_iface().to_string();
+    let clients = |n| -> Result<()> {
+        let report = fx.topo.run_clients(&ClientOptions::new(
+            fx.topo.server_addr(Family::V4, PORT),
+            n,
+        ))?;
+        assert_eq!(report.ok(), n, "{:?}", report.errors());
+        Ok(())
+    };
+
+    // Below the trigger the kernel answers: handshakes complete, no cookie is sent.
+    clients(20)?;
+    let quiet = fx.counters()?;
+    assert!(!engaged(&iface)?);
+    assert_eq!(quiet.get(Counter::CookieSent), 0, "{quiet:?}");
+    assert!(quiet.get(Counter::SynPassed) >= 20, "{quiet:?}");
+
+    // A spoofed flood well above syn_rate_on engages cookies; legit clients still connect,
+    // now through them.
+    let mut opts = FloodOptions::new(FloodKind::Syn, Family::V4, PORT, Duration::from_secs(30));
+    opts.rate_pps = Some(20_000);
+    let flood = flood::start(&fx.topo, &opts)?;
+    wait_for("auto mode to engage", Duration::from_secs(5), || {
+        engaged(&iface)
+    })?;
+    let before = fx.counters()?;
+    clients(20)?;
+    let during = fx.counters()?.delta(&before);
+    let report = flood.stop()?;
+    println!("flood while engaged: {report:?}\ncounter deltas: {during:?}");
+    // Far more cookies than the 20 clients account for: the flood's SYNs are answered too.
+    assert!(
+        during.get("cookie_sent").copied().unwrap_or(0) > 200,
+        "{during:?}"
+    );
+    assert_eq!(during.get("syn_passed"), None, "{during:?}");
+    assert!(
+        during.get("cookie_ack_valid").copied().unwrap_or(0) >= 20,
+        "{during:?}"
+    );
+    assert!(
+        during.get("reqsk_assigned").copied().unwrap_or(0) >= 20,
+        "{during:?}"
+    );
+
+    // After the flood, the hysteresis lets go and the kernel answers again.
+    wait_for("auto mode to disengage", Duration::from_secs(10), || {
+        Ok(!engaged(&iface)?)
+    })?;
+    let before = fx.counters()?;
+    clients(20)?;
+    let after = fx.counters()?.delta(&before);
+    assert_eq!(after.get("cookie_sent"), None, "{after:?}");
+    assert!(
+        after.get("syn_passed").copied().unwrap_or(0) >= 20,
+        "{after:?}"
     );
     Ok(())
 }
