@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, KeySlot, LIST_ENTRIES, PORT_WORDS, SRC_RATE_ENTRIES, SrcKey,
-    State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, KeySlot, LIST_ENTRIES, LIST_SLOTS, PORT_WORDS,
+    SRC_RATE_ENTRIES, SrcKey, State, TokenBucket,
 };
 
 #[map(name = "CONFIG")]
@@ -32,6 +32,8 @@ pub static DENY6: LpmTrie<[u8; 16], u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
 pub static SRC_RATE: LruHashMap<SrcKey, TokenBucket> = LruHashMap::pinned(SRC_RATE_ENTRIES, 0);
 #[map(name = "SYNACK_BUCKET")]
 pub static SYNACK_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::pinned(1, 0);
+#[map(name = "LIST_FLAGS")]
+pub static LIST_FLAGS: Array<u32> = Array::pinned(LIST_SLOTS, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
 

@@ -12,14 +12,15 @@ use aya_ebpf::{
 };
 use synguard_common::{
     flow::Flow,
-    maps::{Config, CookieMeta, Counter, KeySlot, State, TokenBucket, port_bit},
+    maps::{Config, CookieMeta, Counter, KeySlot, ListSlot, State, TokenBucket, port_bit},
     packet::{Packet, RawPacket},
     synproxy::{Env, ListVerdict, SockState, Verdict, process},
 };
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, KEYS, PORTS, SRC_RATE, STATE, SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, KEYS, LIST_FLAGS, PORTS, SRC_RATE, STATE,
+        SYNACK_BUCKET, count,
     },
     sock::{SockRef, TCP_LISTEN},
 };
@@ -58,13 +59,22 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn list_verdict(&self, flow: &Flow) -> ListVerdict {
+        // An LPM lookup is a helper call even on an empty trie; LIST_FLAGS says which
+        // tries may hold entries.
+        let may_hold = |s: ListSlot| LIST_FLAGS.get(s as u32).is_some_and(|f| *f != 0);
         // The allow list wins: it is the operator's explicit exception.
         let (allowed, denied) = if flow.is_v6() {
             let k = Key::new(128, flow.src.octets());
-            (ALLOW6.get(&k).is_some(), DENY6.get(&k).is_some())
+            (
+                may_hold(ListSlot::Allow6) && ALLOW6.get(&k).is_some(),
+                may_hold(ListSlot::Deny6) && DENY6.get(&k).is_some(),
+            )
         } else {
             let k = Key::new(32, flow.src.v4_octets());
-            (ALLOW4.get(&k).is_some(), DENY4.get(&k).is_some())
+            (
+                may_hold(ListSlot::Allow4) && ALLOW4.get(&k).is_some(),
+                may_hold(ListSlot::Deny4) && DENY4.get(&k).is_some(),
+            )
         };
         if allowed {
             ListVerdict::Allow

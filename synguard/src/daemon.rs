@@ -15,7 +15,7 @@ use synguard_common::maps::{Config, Counter, Mode, names};
 
 use crate::{
     auto::{self, Hysteresis, RateMeter, Transition},
-    check, keys, loader,
+    check, keys, lists, loader,
     metrics::{self, Live},
     pinned,
     pins::{self, RunState},
@@ -257,6 +257,9 @@ async fn event_loop(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
+    // Tries reused from a previous run may hold entries the (maybe new) flags don't show.
+    let mut list_flags = lists::ListFlags::open(&o.iface)?;
+    list_flags.refresh()?;
     let mut sample = tokio::time::interval(auto::SAMPLE);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut meter = RateMeter::default();
@@ -291,6 +294,9 @@ async fn event_loop(
             }
             _ = sample.tick() => {
                 let now = Instant::now();
+                if let Err(e) = list_flags.refresh() {
+                    warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);
+                }
                 let syn = pinned::read_counter(&att.counters, Counter::SynSeen)?;
                 if let Some(rate) = meter.sample(syn, now) {
                     live.set_syn_rate(rate);

@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Map, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::{Array, Map, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
 use ipnet::IpNet;
-use synguard_common::maps::{LIST_ENTRIES, names};
+use synguard_common::maps::{LIST_ENTRIES, ListSlot, names};
 
 use crate::pinned::Pinned;
 
@@ -22,6 +22,14 @@ impl List {
             List::Deny => "deny",
         }
     }
+    /// The LIST_FLAGS slots of its IPv4 and IPv6 tries.
+    fn slots(self) -> (ListSlot, ListSlot) {
+        match self {
+            List::Allow => (ListSlot::Allow4, ListSlot::Allow6),
+            List::Deny => (ListSlot::Deny4, ListSlot::Deny6),
+        }
+    }
+
     fn maps(self) -> (&'static str, &'static str) {
         match self {
             List::Allow => (names::ALLOW4, names::ALLOW6),
@@ -148,6 +156,12 @@ pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
             _ => unreachable!(),
         };
         r.with_context(|| format!("adding {net} to the {} list", list.name()))?;
+        // Only ever 1 from here: clearing is the daemon's job (see `ListFlags`).
+        let (s4, s6) = list.slots();
+        let slot = if net.addr().is_ipv4() { s4 } else { s6 };
+        flags_map(&p)?
+            .set(slot as u32, &1, 0)
+            .with_context(|| format!("flagging the {} list as in use", list.name()))?;
         msgs.push(format!("added {net} to the {} list", list.name()));
     }
     Ok(msgs)
@@ -192,6 +206,61 @@ pub fn del(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
         msgs.push(format!("removed {net} from the {} list", list.name()));
     }
     Ok(msgs)
+}
+
+fn flags_map(p: &Pinned) -> Result<Array<MapData, u32>> {
+    Ok(Array::try_from(Map::Array(p.map(names::LIST_FLAGS)?))?)
+}
+
+/// The daemon's view of the lists: it recounts them and keeps `LIST_FLAGS` true, so the data
+/// path looks up only the tries that hold entries. (The semantics are on
+/// `synguard_common::maps::ListSlot`.)
+pub struct ListFlags {
+    tries: [(ListSlot, TrieAny); 4],
+    flags: Array<MapData, u32>,
+}
+
+enum TrieAny {
+    V4(Trie4),
+    V6(Trie6),
+}
+
+impl TrieAny {
+    fn is_empty(&self) -> Result<bool> {
+        let first = match self {
+            TrieAny::V4(t) => t.keys().next().map(|k| k.map(|_| ())),
+            TrieAny::V6(t) => t.keys().next().map(|k| k.map(|_| ())),
+        };
+        Ok(first.transpose().context("listing a trie")?.is_none())
+    }
+}
+
+impl ListFlags {
+    pub fn open(iface: &str) -> Result<ListFlags> {
+        let p = Pinned::open(iface)?;
+        let (a4, a6) = tries(&p, List::Allow)?;
+        let (d4, d6) = tries(&p, List::Deny)?;
+        Ok(ListFlags {
+            tries: [
+                (ListSlot::Allow4, TrieAny::V4(a4)),
+                (ListSlot::Allow6, TrieAny::V6(a6)),
+                (ListSlot::Deny4, TrieAny::V4(d4)),
+                (ListSlot::Deny6, TrieAny::V6(d6)),
+            ],
+            flags: flags_map(&p)?,
+        })
+    }
+
+    /// Writes each slot's flag from its trie's contents.
+    pub fn refresh(&mut self) -> Result<()> {
+        for (slot, trie) in &self.tries {
+            let v = u32::from(!trie.is_empty()?);
+            if self.flags.get(&(*slot as u32), 0)? != v {
+                self.flags.set(*slot as u32, &v, 0)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn parse_all(cidrs: &[String]) -> Result<Vec<IpNet>> {

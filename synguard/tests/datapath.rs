@@ -839,3 +839,65 @@ fn auto_mode_engages_under_a_flood_and_handshakes_complete_throughout() -> Resul
     );
     Ok(())
 }
+
+#[test]
+fn deny_and_allow_lists_apply_on_the_live_path() -> Result<()> {
+    if !root_or_skip("deny_and_allow_lists_apply") {
+        return Ok(());
+    }
+    let fx = Fixture::start("always", &PORT.to_string())?;
+    let _server = fx.topo.start_server(PORT)?;
+    let iface = fx.topo.server_iface().to_string();
+    let synguard = |args: &[&str]| -> Result<()> {
+        let out = netns::command(&fx.topo.srv.netns, env!("CARGO_BIN_EXE_synguard"))
+            .args(args)
+            .args(["--iface", &iface])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "synguard {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let clients = |n: usize| -> Result<usize> {
+        let mut opts = ClientOptions::new(fx.topo.server_addr(Family::V4, PORT), n);
+        opts.timeout = Duration::from_secs(1);
+        Ok(fx.topo.run_clients(&opts)?.ok())
+    };
+    let cli_addr = fx.topo.cli.ipv4.to_string();
+
+    // Denied: every SYN from the client's /24 is dropped and counted.
+    synguard(&["deny", "add", "198.18.1.0/24"])?;
+    let before = fx.counters()?;
+    assert_eq!(clients(3)?, 0, "denied clients connected");
+    let d = fx.counters()?.delta(&before);
+    assert!(d.get("deny").copied().unwrap_or(0) >= 3, "{d:?}");
+    assert_eq!(d.get("cookie_sent"), None, "{d:?}");
+
+    // The allow list wins over the deny list, and bypasses the cookie.
+    synguard(&["allow", "add", &cli_addr])?;
+    let before = fx.counters()?;
+    assert_eq!(clients(5)?, 5);
+    let d = fx.counters()?.delta(&before);
+    assert!(d.get("allow").copied().unwrap_or(0) >= 5, "{d:?}");
+    assert_eq!(d.get("cookie_sent"), None, "{d:?}");
+
+    // Emptied again: the daemon clears LIST_FLAGS within a tick, and cookies are back.
+    synguard(&["allow", "del", &cli_addr])?;
+    synguard(&["deny", "del", "198.18.1.0/24"])?;
+    let flags_clear = || -> Result<bool> {
+        let data = MapData::from_pin(pin_dir(&iface).join(names::LIST_FLAGS))?;
+        let flags: Array<_, u32> = Array::try_from(Map::Array(data))?;
+        Ok((0..4).all(|i| flags.get(&i, 0).is_ok_and(|f| f == 0)))
+    };
+    wait_for("LIST_FLAGS to clear", Duration::from_secs(2), flags_clear)?;
+    let before = fx.counters()?;
+    assert_eq!(clients(5)?, 5);
+    let d = fx.counters()?.delta(&before);
+    assert_eq!(d.get("cookie_sent").copied(), Some(5), "{d:?}");
+    assert_eq!(d.get("deny"), None, "{d:?}");
+    assert_eq!(d.get("allow"), None, "{d:?}");
+    Ok(())
+}
