@@ -98,7 +98,7 @@ impl Config {
     };
 }
 
-/// One cookie key slot: `KEYS[0]` and `KEYS[1]`. The controller mints into
+/// One cookie key slot: `KEYS[0]` and `KEYS[1]`. The controller writes them; XDP mints with
 /// `KEYS[State::active_key]` and validates against both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
