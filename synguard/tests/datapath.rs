@@ -506,11 +506,16 @@ fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
 
 /// A client SYN from b to a's PORT, with Linux's usual options.
 fn syn_frame(p: &Pair, vlan: Option<u16>, flags: u8, seq: u32) -> Result<Vec<u8>> {
+    syn_frame_from(p, 50, vlan, flags, seq)
+}
+
+/// As [`syn_frame`], from 198.18.9.`src`: an address b does not own, so b's stack ignores
+/// our SYN+ACK instead of answering it with a RST (which synguard would count), while the
+/// raw socket still sees it.
+fn syn_frame_from(p: &Pair, src: u8, vlan: Option<u16>, flags: u8, seq: u32) -> Result<Vec<u8>> {
     let mut s = Seg::syn4();
     s.vlan = vlan;
-    // An address b does not own: b's stack then ignores our SYN+ACK instead of answering
-    // it with a RST (which synguard would count), while the raw socket still sees it.
-    s.src[..4].copy_from_slice(&[198, 18, 9, 50]);
+    s.src[..4].copy_from_slice(&[198, 18, 9, src]);
     s.dst[..4].copy_from_slice(&[198, 18, 9, 1]);
     s.dport = PORT;
     s.sport = 40000 + (seq % 20000) as u16;
@@ -918,4 +923,93 @@ fn deny_and_allow_lists_apply_on_the_live_path() -> Result<()> {
     assert_eq!(d.get("deny"), None, "{d:?}");
     assert_eq!(d.get("allow"), None, "{d:?}");
     Ok(())
+}
+
+/// Sends each frame from b and returns the counter deltas on a's synguard once the last
+/// one has been seen, and how long that took.
+fn send_and_count(
+    pair: &Pair,
+    frames: Vec<Vec<u8>>,
+) -> Result<(HashMap<&'static str, u64>, Duration)> {
+    let (b, b_if, a_if) = (pair.b.clone(), pair.b_if.clone(), pair.a_if.clone());
+    let n = frames.len() as u64;
+    netns::in_netns(&b, move || {
+        let before = Counters::read(&a_if)?;
+        let sock = RawSock::open(&b_if)?;
+        let t = Instant::now();
+        for f in &frames {
+            sock.send(f)?;
+        }
+        wait_for("every frame to be judged", Duration::from_secs(5), || {
+            Ok(Counters::read(&a_if)?.get(Counter::SynSeen) >= before.get(Counter::SynSeen) + n)
+        })?;
+        Ok((Counters::read(&a_if)?.delta(&before), t.elapsed()))
+    })
+}
+
+#[test]
+fn per_source_limit_and_synack_cap_apply_on_a_live_veth() -> Result<()> {
+    if !root_or_skip("per_source_limit_and_synack_cap") {
+        return Ok(());
+    }
+    let pair = Pair::new()?;
+    // 10 SYN/s per source with a bucket of 10; no machine-wide cap yet.
+    let mut daemon = start_daemon(
+        &pair.a,
+        &pair.a_if,
+        "always",
+        &PORT.to_string(),
+        &["--src-syn-rate", "10", "--src-syn-burst", "10"],
+    )?;
+    let run = || -> Result<()> {
+        // 100 SYNs from one source in a few milliseconds: the bucket's 10, then drops.
+        let frames = (0..100)
+            .map(|i| syn_frame(&pair, None, flags::SYN, 7000 + i))
+            .collect::<Result<_>>()?;
+        let (d, took) = send_and_count(&pair, frames)?;
+        let (sent, limited) = (
+            d["cookie_sent"],
+            d.get("rate_limited").copied().unwrap_or(0),
+        );
+        // The bucket's 10, plus what 10/s refills while the frames were being sent.
+        let refill = (took.as_secs_f64() * 10.0).ceil() as u64;
+        assert!((10..=10 + refill).contains(&sent), "{d:?} in {took:?}");
+        assert_eq!(sent + limited, 100, "{d:?}");
+
+        // The machine-wide SYN+ACK cap: 10/s is stored per CPU (rounded up), and each
+        // CPU's bucket starts with one second's worth, so at most 10 get through in total.
+        let out = netns::command(&pair.a, env!("CARGO_BIN_EXE_synguard"))
+            .args(["set", "--iface", &pair.a_if, "src_syn_rate", "0"])
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = netns::command(&pair.a, env!("CARGO_BIN_EXE_synguard"))
+            .args(["set", "--iface", &pair.a_if, "synack_rate", "10"])
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Distinct sources, so only the cap can bite.
+        let frames = (0..100u32)
+            .map(|i| syn_frame_from(&pair, 100 + i as u8, None, flags::SYN, 9000 + i))
+            .collect::<Result<_>>()?;
+        let (d, _) = send_and_count(&pair, frames)?;
+        let (sent, capped) = (
+            d["cookie_sent"],
+            d.get("synack_cap_hit").copied().unwrap_or(0),
+        );
+        assert!(sent <= 10, "cap exceeded: {d:?}");
+        assert!(sent >= 1, "{d:?}");
+        assert_eq!(sent + capped, 100, "{d:?}");
+        assert_eq!(d.get("rate_limited"), None, "{d:?}");
+        Ok(())
+    };
+    let result = run();
+    let _ = daemon.stop(Duration::from_secs(5));
+    result
 }
