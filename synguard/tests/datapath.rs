@@ -112,6 +112,21 @@ fn start_daemon(ns: &str, iface: &str, mode: &str, ports: &str, extra: &[&str]) 
     Ok(child)
 }
 
+/// Runs a `synguard` command (`args`, then `--iface iface`) in `ns`; its stderr on failure.
+fn synguard_cli(ns: &str, iface: &str, args: &[&str]) -> Result<()> {
+    let out = netns::command(ns, env!("CARGO_BIN_EXE_synguard"))
+        .args(args)
+        .args(["--iface", iface])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "synguard {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Per-reason counters summed over CPUs, read straight from the pinned map.
 #[derive(Clone, Debug, Default)]
 struct Counters(HashMap<&'static str, u64>);
@@ -871,19 +886,7 @@ fn deny_and_allow_lists_apply_on_the_live_path() -> Result<()> {
     let fx = Fixture::start("always", &PORT.to_string())?;
     let _server = fx.topo.start_server(PORT)?;
     let iface = fx.topo.server_iface().to_string();
-    let synguard = |args: &[&str]| -> Result<()> {
-        let out = netns::command(&fx.topo.srv.netns, env!("CARGO_BIN_EXE_synguard"))
-            .args(args)
-            .args(["--iface", &iface])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "synguard {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    };
+    let synguard = |args: &[&str]| synguard_cli(&fx.topo.srv.netns, &iface, args);
     let clients = |n: usize| -> Result<usize> {
         let mut opts = ClientOptions::new(fx.topo.server_addr(Family::V4, PORT), n);
         opts.timeout = Duration::from_secs(1);
@@ -978,22 +981,8 @@ fn per_source_limit_and_synack_cap_apply_on_a_live_veth() -> Result<()> {
 
         // The machine-wide SYN+ACK cap: 10/s is stored per CPU (rounded up), and each
         // CPU's bucket starts with one second's worth, so at most 10 get through in total.
-        let out = netns::command(&pair.a, env!("CARGO_BIN_EXE_synguard"))
-            .args(["set", "--iface", &pair.a_if, "src_syn_rate", "0"])
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = netns::command(&pair.a, env!("CARGO_BIN_EXE_synguard"))
-            .args(["set", "--iface", &pair.a_if, "synack_rate", "10"])
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        synguard_cli(&pair.a, &pair.a_if, &["set", "src_syn_rate", "0"])?;
+        synguard_cli(&pair.a, &pair.a_if, &["set", "synack_rate", "10"])?;
         // Distinct sources, so only the cap can bite.
         let frames = (0..100u32)
             .map(|i| syn_frame_from(&pair, 100 + i as u8, None, flags::SYN, 9000 + i))
