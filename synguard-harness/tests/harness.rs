@@ -160,16 +160,16 @@ fn end_to_end_topology_server_clients_flood_teardown() {
     std::thread::sleep(Duration::from_millis(300));
     let mut o = ClientOptions::new(t.server_addr(Family::V4, port), 20);
     o.timeout = Duration::from_secs(2);
-    let r = t.run_clients(&o).unwrap();
+    let under_flood = t.run_clients(&o).unwrap();
     let rep = running.wait().unwrap();
     println!(
         "V4 under a {:.0} pps SYN flood: {}/{} ok, connect p50 {} p99 {}, errors {:?}",
         rep.arrived_pps(),
-        r.ok(),
-        r.total(),
-        ms(r.connect_percentile(50.0)),
-        ms(r.connect_percentile(99.0)),
-        r.errors()
+        under_flood.ok(),
+        under_flood.total(),
+        ms(under_flood.connect_percentile(50.0)),
+        ms(under_flood.connect_percentile(99.0)),
+        under_flood.errors()
     );
 
     // The server still serves after the flood (kernel syncookies keep it reachable).
@@ -179,7 +179,9 @@ fn end_to_end_topology_server_clients_flood_teardown() {
     assert_eq!(r.ok(), 5, "{:?}", r.errors());
 
     let stats = server.stop();
-    assert!(stats.served >= 45 + r.ok() as u64, "{stats:?}");
+    // 20 + 20 before the flood, whatever the kernel managed under it, and the last 5.
+    let expected = 40 + under_flood.ok() as u64 + r.ok() as u64;
+    assert!(stats.served >= expected, "{stats:?}, expected {expected}");
     t.teardown().expect("teardown");
     assert_gone(&ns_names, &link_names);
 }
