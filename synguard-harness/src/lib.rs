@@ -33,7 +33,9 @@ pub use flood::{Family, FloodKind, FloodOptions, FloodReport, RunningFlood};
 pub use netns::LinkStats;
 pub use process::NsChild;
 pub use server::{Server, ServerOptions, ServerStats};
-pub use topology::{Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root};
+pub use topology::{
+    Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root, root_or_skip,
+};
 
 impl Topology {
     /// Starts a [`Server`] in srv on `port`, listening on srv's IPv4 and IPv6 addresses.

@@ -467,3 +467,23 @@ pub fn ensure_root() -> Result<()> {
     }
     Ok(())
 }
+
+/// The root-test policy for every test crate: true when `test` may run; without root it
+/// panics when `CI` is set (CI must not pass by skipping), and otherwise prints a skip
+/// straight to fd 2, past libtest's capture, so the skip is seen.
+pub fn root_or_skip(test: &str) -> bool {
+    if ensure_root().is_ok() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: needs root (network namespaces, veth, BPF), and CI is set: refusing to skip"
+        );
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (network namespaces, veth, BPF)"
+    );
+    false
+}

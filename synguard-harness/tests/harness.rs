@@ -2,14 +2,14 @@
 //! under CI (`CI` set), where a missing privilege must fail the run rather than pass silently.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use synguard_harness::{
     ClientOptions, Family, FloodKind, FloodOptions, Role, Topology, TopologyOptions, flood, netns,
-    xdp,
+    root_or_skip, xdp,
 };
 
 /// Floods share two cores: tests that flood run one at a time, so that rates are meaningful
@@ -18,21 +18,6 @@ static FLOOD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
     FLOOD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn have_root(test: &str) -> bool {
-    if synguard_harness::ensure_root().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (netns, veth, XDP); CI must run the harness tests as root");
-    }
-    // Straight to fd 2: libtest captures eprintln! of passing tests, and a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (run `sudo -E cargo test -p synguard-harness`)"
-    );
-    false
 }
 
 /// Asserts that none of the run's namespaces or links exist any more.
@@ -74,7 +59,7 @@ fn ms(d: Option<Duration>) -> String {
 
 #[test]
 fn end_to_end_topology_server_clients_flood_teardown() {
-    if !have_root("end_to_end") {
+    if !root_or_skip("end_to_end") {
         return;
     }
     let _serial = flood_lock();
@@ -188,7 +173,7 @@ fn end_to_end_topology_server_clients_flood_teardown() {
 
 #[test]
 fn xdp_helpers_attach_and_detach() {
-    if !have_root("xdp_helpers_attach_and_detach") {
+    if !root_or_skip("xdp_helpers_attach_and_detach") {
         return;
     }
     let _serial = flood_lock();
@@ -221,7 +206,7 @@ fn xdp_helpers_attach_and_detach() {
 /// harness prefix and the server's MAC as destination, over IPv4 and IPv6.
 #[test]
 fn flood_packets_are_well_formed() {
-    if !have_root("flood_packets_are_well_formed") {
+    if !root_or_skip("flood_packets_are_well_formed") {
         return;
     }
     let _serial = flood_lock();
@@ -293,7 +278,7 @@ fn flood_packets_are_well_formed() {
 
 #[test]
 fn teardown_on_panic() {
-    if !have_root("teardown_on_panic") {
+    if !root_or_skip("teardown_on_panic") {
         return;
     }
     let h = std::thread::spawn(|| {
@@ -329,7 +314,7 @@ fn signal_child_helper() {
 
 #[test]
 fn teardown_on_sigterm() {
-    if !have_root("teardown_on_sigterm") {
+    if !root_or_skip("teardown_on_sigterm") {
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())

@@ -5,23 +5,10 @@
 use std::{io::Write, path::PathBuf, time::Duration};
 
 use synguard_harness::{
+    root_or_skip,
     scenario::{self, Protection, ScenarioOptions, ScenarioReport},
     synguard::XdpMode,
 };
-
-fn have_root(test: &str) -> bool {
-    if synguard_harness::ensure_root().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (netns, veth, BPF); CI must run it as root");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (run `sudo -E cargo test -p synguard-harness`)"
-    );
-    false
-}
 
 fn short() -> ScenarioOptions {
     ScenarioOptions {
@@ -73,7 +60,7 @@ fn check(r: &ScenarioReport) {
 
 #[test]
 fn short_scenario_kernel_and_synguard() {
-    if !have_root("short_scenario_kernel_and_synguard") {
+    if !root_or_skip("short_scenario_kernel_and_synguard") {
         return;
     }
     let quiet = |_: &scenario::Progress| {};

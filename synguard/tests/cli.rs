@@ -22,25 +22,10 @@ use std::{
 
 use serde_json::Value;
 
+use synguard_harness::root_or_skip;
+
 const BIN: &str = env!("CARGO_BIN_EXE_synguard");
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// True when the test may run; panics under CI without root.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI is set but not running as root: the netns tests cannot run");
-    }
-    // Past libtest's capture, so the skip is visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (network namespaces, bpf)"
-    );
-    false
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");

@@ -25,7 +25,7 @@ use synguard_common::{
 };
 use synguard_harness::{
     ClientOptions, Family, FloodKind, FloodOptions, NsChild, Role, Topology, TopologyOptions,
-    flood, netns,
+    flood, netns, root_or_skip,
 };
 
 const PORT: u16 = 8080;
@@ -37,18 +37,6 @@ static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
     // A test that panicked while holding it leaves nothing to clean up.
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// True when the test may run; panics under CI without root, so CI cannot pass by skipping.
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root, and CI is set: refusing to skip");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
 }
 
 /// A topology with a server on PORT and synguard attached to the server's veth.
