@@ -67,11 +67,6 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 type Trie4 = LpmTrie<MapData, [u8; 4], u8>;
 type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
 
-enum Trie {
-    V4(Trie4),
-    V6(Trie6),
-}
-
 fn open(p: &Pinned, name: &str) -> Result<Map> {
     Ok(Map::LpmTrie(p.map(name)?))
 }
@@ -82,14 +77,6 @@ fn tries(p: &Pinned, list: List) -> Result<(Trie4, Trie6)> {
         LpmTrie::try_from(open(p, n4)?)?,
         LpmTrie::try_from(open(p, n6)?)?,
     ))
-}
-
-fn trie_for(p: &Pinned, list: List, net: &IpNet) -> Result<Trie> {
-    let (t4, t6) = tries(p, list)?;
-    Ok(match net {
-        IpNet::V4(_) => Trie::V4(t4),
-        IpNet::V6(_) => Trie::V6(t6),
-    })
 }
 
 /// Every entry of an LPM trie pair, v4 first.
@@ -123,10 +110,9 @@ pub fn list(iface: &str, list: List) -> Result<Vec<IpNet>> {
 pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     let nets = parse_all(cidrs)?;
     let p = Pinned::open(iface)?;
-    let existing = {
-        let (t4, t6) = tries(&p, list)?;
-        entries(&t4, &t6)?
-    };
+    let (mut t4, mut t6) = tries(&p, list)?;
+    let existing = entries(&t4, &t6)?;
+    let mut flags = flags_map(&p)?;
     let new: Vec<&IpNet> = nets.iter().filter(|n| !existing.contains(n)).collect();
     if existing.len() + new.len() > LIST_ENTRIES as usize {
         bail!(
@@ -141,25 +127,23 @@ pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
             msgs.push(format!("{net} is already in the {} list", list.name()));
             continue;
         }
-        let mut t = trie_for(&p, list, net)?;
-        let r = match (&mut t, net) {
-            (Trie::V4(t), IpNet::V4(n)) => t.insert(
+        let r = match net {
+            IpNet::V4(n) => t4.insert(
                 &Key::new(u32::from(n.prefix_len()), n.addr().octets()),
                 &1,
                 0,
             ),
-            (Trie::V6(t), IpNet::V6(n)) => t.insert(
+            IpNet::V6(n) => t6.insert(
                 &Key::new(u32::from(n.prefix_len()), n.addr().octets()),
                 &1,
                 0,
             ),
-            _ => unreachable!(),
         };
         r.with_context(|| format!("adding {net} to the {} list", list.name()))?;
         // Only ever 1 from here: clearing is the daemon's job (see `ListFlags`).
         let (s4, s6) = list.slots();
         let slot = if net.addr().is_ipv4() { s4 } else { s6 };
-        flags_map(&p)?
+        flags
             .set(slot as u32, &1, 0)
             .with_context(|| format!("flagging the {} list as in use", list.name()))?;
         msgs.push(format!("added {net} to the {} list", list.name()));
@@ -171,10 +155,8 @@ pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
 pub fn del(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     let nets = parse_all(cidrs)?;
     let p = Pinned::open(iface)?;
-    let existing = {
-        let (t4, t6) = tries(&p, list)?;
-        entries(&t4, &t6)?
-    };
+    let (mut t4, mut t6) = tries(&p, list)?;
+    let existing = entries(&t4, &t6)?;
     for net in &nets {
         if !existing.contains(net) {
             bail!(
@@ -186,15 +168,9 @@ pub fn del(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     }
     let mut msgs = Vec::new();
     for net in &nets {
-        let mut t = trie_for(&p, list, net)?;
-        let r = match (&mut t, net) {
-            (Trie::V4(t), IpNet::V4(n)) => {
-                t.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
-            }
-            (Trie::V6(t), IpNet::V6(n)) => {
-                t.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
-            }
-            _ => unreachable!(),
+        let r = match net {
+            IpNet::V4(n) => t4.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets())),
+            IpNet::V6(n) => t6.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets())),
         };
         match r {
             Ok(()) | Err(MapError::KeyNotFound) => {}
