@@ -34,7 +34,8 @@ pub use netns::LinkStats;
 pub use process::NsChild;
 pub use server::{Server, ServerOptions, ServerStats};
 pub use topology::{
-    Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root, root_or_skip,
+    Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root, exclusive_cores,
+    root_or_skip,
 };
 
 impl Topology {

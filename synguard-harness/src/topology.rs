@@ -468,6 +468,15 @@ pub fn ensure_root() -> Result<()> {
     Ok(())
 }
 
+/// Held by tests that saturate the two cores (floods, bulk transfers): run together they
+/// starve each other's traffic, and a starved flood measures nothing. One lock per test
+/// process, which is what a test binary is.
+pub fn exclusive_cores() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding it leaves nothing to clean up.
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The root-test policy for every test crate: true when `test` may run; without root it
 /// panics when `CI` is set (CI must not pass by skipping), and otherwise prints a skip
 /// straight to fd 2, past libtest's capture, so the skip is seen.

@@ -8,17 +8,9 @@ use std::{
 };
 
 use synguard_harness::{
-    ClientOptions, Family, FloodKind, FloodOptions, Role, Topology, TopologyOptions, flood, netns,
-    root_or_skip, xdp,
+    ClientOptions, Family, FloodKind, FloodOptions, Role, Topology, TopologyOptions,
+    exclusive_cores, flood, netns, root_or_skip, xdp,
 };
-
-/// Floods share two cores: tests that flood run one at a time, so that rates are meaningful
-/// and a bounded tcpdump is not starved by another test's flood.
-static FLOOD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
-    FLOOD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Asserts that none of the run's namespaces or links exist any more.
 fn assert_gone(netns_names: &[String], link_names: &[String]) {
@@ -62,7 +54,8 @@ fn end_to_end_topology_server_clients_flood_teardown() {
     if !root_or_skip("end_to_end") {
         return;
     }
-    let _serial = flood_lock();
+    // One flood at a time: rates stay meaningful, and a bounded tcpdump is not starved.
+    let _serial = exclusive_cores();
     let t = Topology::new(TopologyOptions::default()).expect("topology");
     let (ns_names, link_names) = (t.netns_names(), t.link_names());
     assert!(link_names.iter().all(|l| l.len() <= 15));
@@ -176,7 +169,8 @@ fn xdp_helpers_attach_and_detach() {
     if !root_or_skip("xdp_helpers_attach_and_detach") {
         return;
     }
-    let _serial = flood_lock();
+    // One flood at a time: rates stay meaningful, and a bounded tcpdump is not starved.
+    let _serial = exclusive_cores();
     let t = Topology::new(TopologyOptions {
         xdp_pass_on_server_peer: true,
         ..Default::default()
@@ -209,7 +203,8 @@ fn flood_packets_are_well_formed() {
     if !root_or_skip("flood_packets_are_well_formed") {
         return;
     }
-    let _serial = flood_lock();
+    // One flood at a time: rates stay meaningful, and a bounded tcpdump is not starved.
+    let _serial = exclusive_cores();
     // Without RPS every frame is handled in the sender's context, so none can be lost in a
     // backlog that a concurrent test's flood fills.
     let t = Topology::new(TopologyOptions {

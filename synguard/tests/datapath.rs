@@ -25,19 +25,10 @@ use synguard_common::{
 };
 use synguard_harness::{
     ClientOptions, Family, FloodKind, FloodOptions, NsChild, Role, Topology, TopologyOptions,
-    flood, netns, root_or_skip,
+    exclusive_cores, flood, netns, root_or_skip,
 };
 
 const PORT: u16 = 8080;
-
-/// Tests that saturate the two cores (floods, the bulk transfer) take this: run together,
-/// they starve each other's traffic, and a starved flood measures nothing.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
-    // A test that panicked while holding it leaves nothing to clean up.
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A topology with a server on PORT and synguard attached to the server's veth.
 struct Fixture {
@@ -639,7 +630,7 @@ fn forged_acks_create_no_sockets() -> Result<()> {
     if !root_or_skip("forged_acks_create_no_sockets") {
         return Ok(());
     }
-    let _heavy = heavy_lock();
+    let _heavy = exclusive_cores();
     let fx = Fixture::start("always", &PORT.to_string())?;
     let server = fx.topo.start_server(PORT)?;
     let before = fx.counters()?;
@@ -736,7 +727,7 @@ fn bulk_transfer_over_an_established_flow_is_unaffected() -> Result<()> {
     if !root_or_skip("bulk_transfer") {
         return Ok(());
     }
-    let _heavy = heavy_lock();
+    let _heavy = exclusive_cores();
     const BYTES: u64 = 512 << 20;
     let mut fx = Fixture::start("always", &format!("{PORT},{}", PORT + 1))?;
     let with = bulk_round_trip(&fx.topo, BYTES).with_context(|| {
@@ -793,7 +784,7 @@ fn auto_mode_engages_under_a_flood_and_handshakes_complete_throughout() -> Resul
     if !root_or_skip("auto_mode_engages") {
         return Ok(());
     }
-    let _heavy = heavy_lock();
+    let _heavy = exclusive_cores();
     let fx = Fixture::start_with(
         "auto",
         &PORT.to_string(),
