@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //
-// Kfunc declarations for synguard-ebpf. This is the only C in synguard: rustc cannot place an
-// `extern` function in the `.ksyms` section, which is where aya looks for kfunc externs to
+// Kfunc declarations for synguard-ebpf. This is the only C in the synguard programs (the test
+// harness has BPF objects of its own in C): rustc cannot place an `extern` function in the
+// `.ksyms` section, which is where aya looks for kfunc externs to
 // resolve against kernel BTF. Compiled to LLVM bitcode by synguard/build.rs and linked into
 // the Rust object by bpf-linker, which inlines the wrappers (always_inline) at their call
 // sites, so the final object holds plain kfunc calls.
@@ -22,7 +23,8 @@ struct sock {
 	__u32 __opaque;
 };
 
-/* Layout of the kernel's struct bpf_tcp_req_attrs (include/net/tcp.h, kernel >= 6.9). */
+/* Layout of the kernel's struct bpf_tcp_req_attrs (include/net/tcp.h, kernel >= 6.9). The Rust
+ * side is synguard_common::handoff::TcpReqAttrs, which asserts the same size and offsets. */
 struct bpf_tcp_req_attrs {
 	__u32 rcv_tsval;
 	__u32 rcv_tsecr;
@@ -36,6 +38,11 @@ struct bpf_tcp_req_attrs {
 	__u8 usec_ts_ok;
 	__u8 reserved[3];
 };
+
+_Static_assert(sizeof(struct bpf_tcp_req_attrs) == 20,
+	       "struct bpf_tcp_req_attrs must match the kernel's and TcpReqAttrs: 20 bytes");
+_Static_assert(__builtin_offsetof(struct bpf_tcp_req_attrs, mss) == 8, "mss at 8");
+_Static_assert(__builtin_offsetof(struct bpf_tcp_req_attrs, usec_ts_ok) == 16, "usec_ts_ok at 16");
 
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
 				   struct bpf_tcp_req_attrs *attrs, int attrs__sz)

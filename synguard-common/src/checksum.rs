@@ -7,7 +7,7 @@
 //! Every loop has a constant bound (the size of a stack array), which is what the BPF
 //! verifier needs; variable lengths are handled by masking inside that bound.
 
-use crate::flow::Addr;
+use crate::wire::Addr;
 
 /// Adds two partial sums with end-around carry.
 #[inline(always)]

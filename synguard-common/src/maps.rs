@@ -2,10 +2,22 @@
 //!
 //! Every type here is `#[repr(C)]` with explicit padding so its layout is identical in the
 //! BPF object and in userspace. Map names are the pin names under
-//! `/sys/fs/bpf/synguard/<iface>/`.
+//! `/sys/fs/bpf/synguard/<iface>/`; [`SPECS`] is the whole map set.
+
+use core::mem::size_of;
 
 /// Pin and map names. One home for them so the eBPF side and the controller cannot drift.
 pub mod names {
+    /// bpffs mount point; synguard mounts it there if nothing is mounted.
+    pub const BPFFS: &str = "/sys/fs/bpf";
+    /// Root of synguard's pins: one directory per protected interface below it.
+    pub const PIN_ROOT: &str = "/sys/fs/bpf/synguard";
+    /// Pinned program links (in the interface's pin directory): they keep the programs
+    /// attached while the daemon restarts.
+    pub const XDP_LINK: &str = "link_xdp";
+    pub const TC_LINK: &str = "link_tc";
+    /// Where the daemon records what bpffs cannot hold (pid, key schedule, XDP mode).
+    pub const RUN_DIR: &str = "/run/synguard";
     pub const CONFIG: &str = "CONFIG";
     pub const KEYS: &str = "KEYS";
     pub const STATE: &str = "STATE";
@@ -18,9 +30,83 @@ pub mod names {
     pub const SYNACK_BUCKET: &str = "SYNACK_BUCKET";
     pub const COUNTERS: &str = "COUNTERS";
     pub const LIST_FLAGS: &str = "LIST_FLAGS";
+    pub const MINTED: &str = "MINTED";
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    pub const IFACES: &str = "IFACES";
     pub const XDP_PROG: &str = "synguard_xdp";
     pub const TC_PROG: &str = "synguard_tc";
 }
+
+/// The kernel's `enum bpf_map_type` values of the map types synguard uses.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapType {
+    Hash = 1,
+    Array = 2,
+    PerCpuArray = 6,
+    LruHash = 9,
+    LpmTrie = 11,
+}
+
+/// `BPF_F_NO_PREALLOC`, which the kernel requires of LPM tries.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// One map of the ABI as the kernel sees it. [`SPECS`] lists them all; the eBPF crate
+/// declares each with the same name, and `synguard/tests/map_abi.rs` checks the built
+/// object against this table, so neither side can change a map alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Map (and pin) name, from [`names`].
+    pub name: &'static str,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+}
+
+impl MapSpec {
+    const fn new<K, V>(name: &'static str, map_type: MapType, max_entries: u32) -> MapSpec {
+        MapSpec {
+            name,
+            map_type,
+            key_size: size_of::<K>() as u32,
+            value_size: size_of::<V>() as u32,
+            max_entries,
+            map_flags: if matches!(map_type, MapType::LpmTrie) {
+                BPF_F_NO_PREALLOC
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// An LPM trie key: the prefix length, then the address bytes (aya's `lpm_trie::Key<A>`).
+#[repr(C, packed)]
+pub struct LpmKey<A> {
+    pub prefix_len: u32,
+    pub addr: A,
+}
+
+/// Every map of the ABI, in declaration order.
+pub const SPECS: &[MapSpec] = &[
+    MapSpec::new::<u32, Config>(names::CONFIG, MapType::Array, 1),
+    MapSpec::new::<u32, KeySlot>(names::KEYS, MapType::Array, KEY_SLOTS),
+    MapSpec::new::<u32, State>(names::STATE, MapType::Array, 1),
+    MapSpec::new::<u32, u64>(names::PORTS, MapType::Array, PORT_WORDS),
+    MapSpec::new::<LpmKey<[u8; 4]>, u8>(names::ALLOW4, MapType::LpmTrie, LIST_ENTRIES),
+    MapSpec::new::<LpmKey<[u8; 16]>, u8>(names::ALLOW6, MapType::LpmTrie, LIST_ENTRIES),
+    MapSpec::new::<LpmKey<[u8; 4]>, u8>(names::DENY4, MapType::LpmTrie, LIST_ENTRIES),
+    MapSpec::new::<LpmKey<[u8; 16]>, u8>(names::DENY6, MapType::LpmTrie, LIST_ENTRIES),
+    MapSpec::new::<SrcKey, TokenBucket>(names::SRC_RATE, MapType::LruHash, SRC_RATE_ENTRIES),
+    MapSpec::new::<u32, TokenBucket>(names::SYNACK_BUCKET, MapType::PerCpuArray, 1),
+    MapSpec::new::<u32, u32>(names::LIST_FLAGS, MapType::Array, LIST_SLOTS),
+    MapSpec::new::<u32, u64>(names::MINTED, MapType::Array, MINTED_SLOTS),
+    MapSpec::new::<u32, u64>(names::COUNTERS, MapType::PerCpuArray, COUNTER_COUNT),
+    MapSpec::new::<LocalAddrKey, u8>(names::LOCAL_ADDRS, MapType::Hash, LOCAL_ADDR_ENTRIES),
+    MapSpec::new::<u32, IfaceFacts>(names::IFACES, MapType::Hash, IFACE_ENTRIES),
+];
 
 /// Operating mode, stored in [`Config::mode`].
 #[repr(u32)]
@@ -36,6 +122,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Monitor, Mode::Auto, Mode::Always];
+
     pub const fn from_u32(v: u32) -> Option<Mode> {
         match v {
             0 => Some(Mode::Monitor),
@@ -43,6 +131,28 @@ impl Mode {
             2 => Some(Mode::Always),
             _ => None,
         }
+    }
+
+    /// The operator's name for the mode (`--mode`, `synguard set mode`, status).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Auto => "auto",
+            Mode::Always => "always",
+        }
+    }
+
+    /// The mode named `name`, case-insensitively.
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl core::fmt::Display for Mode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -63,7 +173,8 @@ pub struct Config {
     /// Global SYN+ACK budget, packets/s per CPU (0 = no cap). The controller divides the
     /// operator's machine-wide cap by the number of CPUs.
     pub synack_rate_per_cpu: u32,
-    /// MSS we advertise in SYN+ACKs over IPv4 / IPv6.
+    /// Upper bound on the MSS we advertise in SYN+ACKs over IPv4 / IPv6; the ingress
+    /// interface's MTU less the headers decides below it ([`IfaceFacts::adv_mss`]).
     pub adv_mss4: u16,
     pub adv_mss6: u16,
     /// Receive window in our SYN+ACK (never zero; SYN segments are never scaled).
@@ -77,24 +188,45 @@ pub struct Config {
     /// `synguard set wscale` never desynchronises cookies already in flight.
     /// The data path uses [`KeySlot::wscale`], never this field.
     pub wscale: u8,
-    pub _pad: [u8; 3],
+    /// Prefix length (48..=64) to which an IPv6 source is masked for the per-source limit
+    /// ([`crate::flow::Flow::src_key`]); 0 reads as 64.
+    pub src_prefix6: u8,
+    pub _pad: [u8; 2],
+    /// TC sets the bits of `handoff_mask` in `skb->mark` to these on every ACK it hands to a
+    /// listener, so a netfilter ruleset (which never saw the SYN or our SYN+ACK, and finds
+    /// the ACK `ct state invalid` or `new` without SYN) can accept it. 0: leave the mark.
+    pub handoff_mark: u32,
+    pub handoff_mask: u32,
+    /// Auto mode also engages above this many forged ACKs/s (ACKs to a listener with no
+    /// socket and a bad cookie: `AckPassedUnengaged` + `CookieAckInvalid`) ...
+    pub ack_rate_on: u32,
+    /// ... and disengages only when these and SYNs are both below their `_off` rates.
+    pub ack_rate_off: u32,
 }
 
 impl Config {
+    /// The operator defaults (synguard's settings table checks that they agree); the data
+    /// path falls back to `synack_window` from here when the map holds 0.
     pub const DEFAULT: Config = Config {
-        mode: Mode::Always as u32,
+        mode: Mode::Auto as u32,
         syn_rate_on: 1000,
         syn_rate_off: 500,
         src_syn_rate: 0,
         src_syn_burst: 0,
-        synack_rate_per_cpu: 0,
-        adv_mss4: 1460,
-        adv_mss6: 1440,
+        // The machine-wide default of synguard's settings table, stored for one CPU.
+        synack_rate_per_cpu: 250_000,
+        adv_mss4: 65495,
+        adv_mss6: 65475,
         synack_window: 65535,
         ttl: 64,
         ecn: 1,
         wscale: 7,
-        _pad: [0; 3],
+        src_prefix6: 64,
+        _pad: [0; 2],
+        handoff_mark: 0x5347,
+        handoff_mask: 0xffff,
+        ack_rate_on: 1000,
+        ack_rate_off: 500,
     };
 }
 
@@ -127,6 +259,26 @@ pub struct State {
     pub active_key: u32,
     /// Auto mode: 1 while the SYN rate is above the trigger (with hysteresis).
     pub engaged: u32,
+}
+
+/// `KEYS` holds this many key slots: the active one and the previous one.
+pub const KEY_SLOTS: u32 = 2;
+
+/// `MINTED[slot]` (two u64s, one per key slot) is [`minted_mark`] of the key epoch XDP last
+/// minted a cookie with in that slot, or 0 if it never has. XDP writes it when it mints
+/// with a slot whose mark differs (once per rotation: the common case is a read), and
+/// accepts a cookie ACK against a slot only while the mark matches the slot's key. A key
+/// lives two periods (active, then previous), so a cookie is accepted only if synguard
+/// minted with its key within the last two key periods: a fresh daemon, or an `auto`
+/// server that never engaged, accepts none, and a forger has nothing to guess against.
+/// Only XDP writes it; the controller never needs to, since a new key has a new epoch.
+pub const MINTED_SLOTS: u32 = KEY_SLOTS;
+
+/// The `MINTED` value for a key epoch: the epoch with bit 32 set, so that 0 (the map's
+/// initial value) matches no epoch, 0 included.
+#[inline(always)]
+pub const fn minted_mark(epoch: u32) -> u64 {
+    (1 << 32) | epoch as u64
 }
 
 /// `PORTS` is an array of this many u64 words: a 65536-bit bitmap of protected ports.
@@ -182,30 +334,99 @@ pub enum ListSlot {
 
 pub const LIST_SLOTS: u32 = 4;
 
-/// Allow/deny LPM tries are keyed by (prefix length, address bytes in network order): aya's
-/// `lpm_trie::Key<[u8; 4]>` and `Key<[u8; 16]>` on both sides.
-/// What XDP hands to TC in the packet metadata area for an ACK whose cookie it validated.
-/// The field set is what `bpf_sk_assign_tcp_reqsk` needs (`struct bpf_tcp_req_attrs`).
-/// Size is a multiple of 4, as `bpf_xdp_adjust_meta` requires.
+/// Key of `LOCAL_ADDRS`: an address of the daemon's network namespace (on any interface),
+/// its value a set of `LOCAL_ADDR_*` flags. The daemon keeps the map current from rtnetlink
+/// (an RTM_GETADDR dump, then address events); XDP answers a SYN only for a destination
+/// flagged [`LOCAL_ADDR_LOCAL`], and never one from a source flagged
+/// [`LOCAL_ADDR_BROADCAST`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CookieMeta {
-    /// [`CookieMeta::MAGIC`]; TC ignores metadata without it.
-    pub magic: u32,
-    pub rcv_tsval: u32,
-    pub rcv_tsecr: u32,
-    pub mss: u16,
-    pub rcv_wscale: u8,
-    pub snd_wscale: u8,
-    pub ecn_ok: u8,
-    pub wscale_ok: u8,
-    pub sack_ok: u8,
-    pub tstamp_ok: u8,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalAddrKey {
+    /// 4 or 6.
+    pub family: u32,
+    /// Network order; an IPv4 address in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
 }
 
-impl CookieMeta {
-    pub const MAGIC: u32 = 0x5347_4b31; // "SGK1"
+impl LocalAddrKey {
+    pub const fn v4(a: [u8; 4]) -> LocalAddrKey {
+        LocalAddrKey {
+            family: 4,
+            addr: [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+
+    pub const fn v6(a: [u8; 16]) -> LocalAddrKey {
+        LocalAddrKey { family: 6, addr: a }
+    }
 }
+
+/// `LOCAL_ADDRS` value flag: a local unicast address (IFA_LOCAL, else IFA_ADDRESS).
+pub const LOCAL_ADDR_LOCAL: u8 = 1;
+/// `LOCAL_ADDRS` value flag: the broadcast address (IFA_BROADCAST) of one of the host's
+/// IPv4 subnets. A SYN from it would have its SYN+ACK delivered to the whole subnet.
+pub const LOCAL_ADDR_BROADCAST: u8 = 2;
+
+/// Capacity of `LOCAL_ADDRS` (values are `LOCAL_ADDR_*` flags).
+pub const LOCAL_ADDR_ENTRIES: u32 = 4096;
+
+/// Value of `IFACES`, keyed by ifindex (u32): what the data path needs to know about the
+/// ingress interface. Kept current by the daemon from rtnetlink link events (MAC, MTU) and
+/// from `net.ipv4.tcp_ecn` (re-read every second). XDP reads it with the one lookup that
+/// checks the destination MAC, so the facts cost nothing more per SYN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceFacts {
+    /// The interface's own unicast MAC, which a SYN's destination MAC must equal for XDP
+    /// to answer it.
+    pub mac: [u8; 6],
+    /// 1 when `net.ipv4.tcp_ecn` is 1 or 2, i.e. the kernel would accept ECN setup on a
+    /// passive open; our SYN+ACK accepts it only then (and when the `ecn` setting is on).
+    pub kernel_ecn: u8,
+    pub _pad: u8,
+    /// `IFLA_MTU`; 0 if unknown, in which case the configured MSS is advertised as is.
+    pub mtu: u32,
+}
+
+impl IfaceFacts {
+    /// IPv4 / IPv6 + TCP header bytes that the MSS leaves out of the MTU.
+    pub const V4_HEADERS: u32 = 40;
+    pub const V6_HEADERS: u32 = 60;
+    /// The smallest MSS Linux advertises from a route's MTU (`ip_rt_min_advmss`,
+    /// `ip6_rt_min_advmss`), whatever the MTU.
+    pub const V4_MIN_MSS: u32 = 256;
+    pub const V6_MIN_MSS: u32 = 1220;
+
+    /// The MSS our SYN+ACK advertises on this interface, as Linux derives it: the MTU less
+    /// the IP and TCP headers, at least Linux's floor, clamped by the configured `clamp`
+    /// (`Config::adv_mss4/6`). An unknown MTU (0) leaves the clamp alone.
+    #[inline(always)]
+    pub const fn adv_mss(&self, v6: bool, clamp: u16) -> u16 {
+        let (hdr, floor) = if v6 {
+            (Self::V6_HEADERS, Self::V6_MIN_MSS)
+        } else {
+            (Self::V4_HEADERS, Self::V4_MIN_MSS)
+        };
+        if self.mtu == 0 {
+            return clamp;
+        }
+        let mut from_mtu = self.mtu.saturating_sub(hdr);
+        if from_mtu < floor {
+            from_mtu = floor;
+        }
+        if from_mtu < clamp as u32 {
+            from_mtu as u16
+        } else {
+            clamp
+        }
+    }
+}
+
+/// Capacity of `IFACES`.
+pub const IFACE_ENTRIES: u32 = 64;
+
+// Allow/deny LPM tries are keyed by (prefix length, address bytes in network order): aya's
+// `lpm_trie::Key<[u8; 4]>` and `Key<[u8; 16]>` on both sides.
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident = $label:literal, )*) => {
@@ -227,19 +448,23 @@ macro_rules! counters {
 counters! {
     /// TCP SYN to a protected port.
     SynSeen = "syn_seen",
-    /// SYN answered in XDP with a cookie SYN+ACK (XDP_TX).
+    /// SYN answered in XDP with a cookie SYN+ACK (XDP_TX): addressed to this host, to a
+    /// plain-TCP listener, no socket of its own.
     CookieSent = "cookie_sent",
     /// SYN passed to the kernel (monitor mode, or auto mode while not engaged).
     SynPassed = "syn_passed",
     /// ACK with a valid cookie, handed to TC with metadata.
     CookieAckValid = "cookie_ack_valid",
-    /// ACK with no socket and a bad cookie: dropped.
+    /// ACK to a listener, with no socket of its own and a bad cookie: dropped.
     CookieAckInvalid = "cookie_ack_invalid",
     /// ACK with no socket and a bad cookie, passed because cookies are not engaged.
     AckPassedUnengaged = "ack_passed_unengaged",
+    /// Auto mode, engaged: ACK to a listener with no cookie of ours but one the kernel
+    /// minted (before the engage), passed to the kernel, which checks it again.
+    KernelCookiePass = "kernel_cookie_pass",
     /// Segment of a flow the kernel already has a socket for.
     EstablishedPass = "established_pass",
-    /// RST or SYN+ACK with no socket behind it: dropped.
+    /// RST or SYN+ACK to a listener, with no socket of its own behind it: dropped.
     NoSocketDrop = "no_socket_drop",
     FlagSynFin = "flag_syn_fin",
     FlagSynRst = "flag_syn_rst",
@@ -262,12 +487,57 @@ counters! {
     RateLimited = "rate_limited",
     /// SYN dropped because the SYN+ACK cap was reached.
     SynackCapHit = "synack_cap_hit",
-    /// TC handed a cookie ACK to the listener with bpf_sk_assign_tcp_reqsk.
+    /// TC handed a cookie ACK to the listener with bpf_sk_assign_tcp_reqsk (and set the
+    /// `handoff_mark` bits of its skb mark).
     ReqskAssigned = "reqsk_assigned",
-    /// TC found no listener, or the kfunc refused the request.
+    /// XDP could not attach the metadata (`bpf_xdp_adjust_meta` refused), TC could not
+    /// parse the frame, or the kfunc refused the request.
     ReqskFailed = "reqsk_failed",
     /// Any packet seen by XDP (the denominator for everything else).
     PacketsSeen = "packets_seen",
+    /// Passed to the kernel: SYN, ACK, RST or SYN+ACK to a protected port that nothing
+    /// listens on in this namespace (a port the host DNATs or forwards; the kernel resets
+    /// or forwards it, as it would without synguard).
+    NoListener = "no_listener",
+    /// Passed to the kernel: SYN for a 4-tuple that already has a socket (TIME_WAIT,
+    /// request or established), which only the kernel can resolve (a SYN over TIME_WAIT
+    /// opens a new connection; one into a live flow gets a challenge ACK).
+    ExistingSocket = "existing_socket",
+    /// Passed to the kernel: segment to an MPTCP listener, whose handshake the kernel's
+    /// own syncookies complete and `bpf_sk_assign_tcp_reqsk` refuses.
+    MptcpListener = "mptcp_listener",
+    /// Passed to the kernel: SYN (or, with a listener but no valid cookie, ACK, RST or
+    /// SYN+ACK) whose destination address is not local to the host (routed through it).
+    NotLocal = "not_local",
+    /// Passed to the kernel: as `not_local`, for a destination MAC that is not the
+    /// interface's own unicast address (broadcast, multicast, another host's, seen in
+    /// promiscuous mode).
+    NotOurMac = "not_our_mac",
+    /// Dropped while engaged: a frame whose port cannot be known (more than two VLAN tags,
+    /// an IPv6 extension-header chain beyond the walk's bound or running past the packet).
+    Uninspectable = "uninspectable",
+    /// Passed while not engaged: as `uninspectable`; the kernel sees what it would alone.
+    UninspectablePassed = "uninspectable_passed",
+    /// Passed to the kernel: IPv6 segment to a protected port behind a Routing header
+    /// with segments left, so for a later hop.
+    Ipv6RoutingPass = "ipv6_routing_pass",
+    /// Passed while not engaged: first fragment (IPv4 or IPv6) to a listener.
+    FragmentPassed = "fragment_passed",
+    /// TC: a cookie ACK that XDP validated found no listener any more (it closed between
+    /// XDP and TC); passed on, and the kernel resets it.
+    TcNoListener = "tc_no_listener",
+    /// TC: a cookie ACK that XDP validated found a full socket (a retransmitted ACK whose
+    /// first copy already made one); passed on to it.
+    TcSocketExists = "tc_socket_exists",
+    /// SYN whose answer would reflect: LAND (source = destination), a source that is
+    /// multicast, broadcast (limited, or directed to one of the host's subnets), loopback,
+    /// unspecified, or IPv4-mapped/-compatible IPv6. Dropped while engaged, passed to the
+    /// kernel (which drops most of these itself) while not.
+    Reflection = "reflection",
+    /// TC: metadata in front of the packet that does not describe it (no synguard magic,
+    /// or another segment's sequence/acknowledgement numbers or ports); treated as none,
+    /// passed on without a hand-off.
+    TcMetaMismatch = "tc_meta_mismatch",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -275,13 +545,23 @@ pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are repr(C), Copy, with explicit padding and no pointers.
+    // Pod means any bit pattern is a valid value and the type has no padding to leak: true
+    // of each of these, being repr(C) structs of integers and byte arrays, with padding
+    // spelled out as fields (sizes held by `layouts_have_no_implicit_padding`).
+    // SAFETY: repr(C), integers only, explicit `_pad`.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: repr(C), integers only, explicit `_pad`.
     unsafe impl aya::Pod for KeySlot {}
+    // SAFETY: repr(C), two u32s.
     unsafe impl aya::Pod for State {}
+    // SAFETY: repr(C), integers and a byte array, explicit `_pad`.
     unsafe impl aya::Pod for SrcKey {}
+    // SAFETY: repr(C), two u64s.
     unsafe impl aya::Pod for TokenBucket {}
-    unsafe impl aya::Pod for CookieMeta {}
+    // SAFETY: repr(C), a u32 and a byte array; no padding (20 bytes).
+    unsafe impl aya::Pod for LocalAddrKey {}
+    // SAFETY: repr(C), bytes and a u32, explicit `_pad`; no padding (12 bytes).
+    unsafe impl aya::Pod for IfaceFacts {}
 }
 
 #[cfg(test)]
@@ -291,15 +571,41 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 36);
+        assert_eq!(size_of::<Config>(), 52);
+        assert_eq!(core::mem::offset_of!(Config, handoff_mark), 36);
+        assert_eq!(core::mem::offset_of!(Config, ack_rate_on), 44);
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);
         assert_eq!(core::mem::offset_of!(Config, wscale), 32);
         assert_eq!(size_of::<KeySlot>(), 24);
         assert_eq!(size_of::<State>(), 8);
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<TokenBucket>(), 16);
-        assert_eq!(size_of::<CookieMeta>() % 4, 0);
-        assert_eq!(size_of::<CookieMeta>(), 20);
+        assert_eq!(size_of::<LocalAddrKey>(), 20);
+        assert_eq!(size_of::<IfaceFacts>(), 12);
+    }
+
+    #[test]
+    fn specs_are_unique_and_sized_from_the_types() {
+        for (i, m) in SPECS.iter().enumerate() {
+            assert!(
+                SPECS[i + 1..].iter().all(|n| n.name != m.name),
+                "{}",
+                m.name
+            );
+            assert!(m.max_entries > 0 && m.value_size > 0, "{}", m.name);
+        }
+        let by_name = |n: &str| SPECS.iter().find(|m| m.name == n).unwrap();
+        assert_eq!(by_name(names::ALLOW4).key_size, 8);
+        assert_eq!(by_name(names::ALLOW6).key_size, 20);
+        assert_eq!(by_name(names::CONFIG).value_size, 52);
+        assert_eq!(
+            by_name(names::COUNTERS).max_entries,
+            Counter::ALL.len() as u32
+        );
+        assert_eq!(by_name(names::DENY6).map_flags, BPF_F_NO_PREALLOC);
+        assert_eq!(by_name(names::SRC_RATE).map_flags, 0);
+        assert_eq!(by_name(names::LOCAL_ADDRS).key_size, 20);
+        assert_eq!(by_name(names::IFACES).value_size, 12);
     }
 
     #[test]
@@ -310,6 +616,26 @@ mod tests {
                 assert_ne!(c.name(), d.name());
             }
         }
+    }
+
+    #[test]
+    fn adv_mss_is_the_mtu_less_headers_clamped() {
+        let f = |mtu| IfaceFacts {
+            mtu,
+            ..IfaceFacts::default()
+        };
+        assert_eq!(f(1500).adv_mss(false, Config::DEFAULT.adv_mss4), 1460);
+        assert_eq!(f(1500).adv_mss(true, Config::DEFAULT.adv_mss6), 1440);
+        assert_eq!(f(1400).adv_mss(false, 65495), 1360);
+        assert_eq!(f(1400).adv_mss(true, 65475), 1340);
+        assert_eq!(f(9000).adv_mss(false, 65495), 8960);
+        assert_eq!(f(9000).adv_mss(true, 65475), 8940);
+        assert_eq!(f(9000).adv_mss(false, 1200), 1200);
+        assert_eq!(f(65536).adv_mss(false, 65495), 65495);
+        assert_eq!(f(0).adv_mss(false, 1460), 1460);
+        assert_eq!(f(100).adv_mss(false, 1460), 256, "Linux's floor");
+        assert_eq!(f(1280).adv_mss(true, 65475), 1220);
+        assert_eq!(f(1000).adv_mss(true, 65475), 1220, "Linux's floor");
     }
 
     #[test]

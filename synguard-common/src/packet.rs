@@ -2,7 +2,8 @@
 //!
 //! Every access is a constant-size read or write checked against the end of the packet,
 //! which is the shape the BPF verifier accepts. The same generic code runs over an XDP/TC
-//! context ([`RawPacket`]) in the kernel and over a byte slice in host tests.
+//! context ([`RawPacket`]) in the kernel and over a byte slice in host tests. The other
+//! shapes the verifier needs are in [`crate::verifier`].
 
 /// A packet buffer with bounds-checked, constant-size access.
 pub trait Packet {
@@ -30,60 +31,6 @@ pub trait Packet {
     #[inline(always)]
     fn store_be32(&mut self, off: usize, v: u32) -> Option<()> {
         self.store(off, v.to_be_bytes())
-    }
-}
-
-/// Hides `v` from the optimizer.
-///
-/// A bounds check on a length taken from the packet (an IP total length, say) lets LLVM
-/// prove later constant-size checks redundant and delete them; the verifier cannot follow
-/// that proof and rejects the unchecked access. Checking through an opaque copy keeps
-/// the check and breaks the inference. Costs one stack slot and two instructions.
-#[inline(always)]
-pub fn opaque(v: usize) -> usize {
-    // SAFETY: a volatile read of a live local.
-    unsafe { core::ptr::read_volatile(&v) }
-}
-
-/// One step of a bounded loop; `false` stops the loop.
-pub trait Step {
-    /// `index` counts the steps from 0.
-    fn step(&mut self, index: u32) -> bool;
-}
-
-/// Runs `s.step(0)`, `s.step(1)`, ... at most `n` times, until one returns `false`.
-///
-/// Compiled for BPF this is the `bpf_loop` helper (kernel 5.17+): the verifier checks the
-/// step as a callback instead of walking `n` inlined copies along every path through the
-/// rest of the program, which for the 40-byte TCP options walk blows through its
-/// one-million-instruction budget. On the host it is a plain loop over the same step.
-#[inline(always)]
-pub fn bounded_loop<S: Step>(n: u32, s: &mut S) {
-    #[cfg(target_arch = "bpf")]
-    {
-        use core::ffi::c_void;
-        /// The callback: one step over the state `ctx` points to; 1 stops the loop.
-        unsafe extern "C" fn step<S: Step>(index: u32, ctx: *mut c_void) -> i64 {
-            // SAFETY: `ctx` is the `&mut S` handed to bpf_loop below, live for the call.
-            if unsafe { (*(ctx as *mut S)).step(index) } {
-                0
-            } else {
-                1
-            }
-        }
-        type BpfLoop = unsafe extern "C" fn(u32, *mut c_void, *mut c_void, u64) -> i64;
-        // SAFETY: BPF helpers are called through their number (bpf_loop is 181), which is
-        // what the helper bindings of aya-ebpf do too.
-        unsafe {
-            let bpf_loop: BpfLoop = core::mem::transmute(181usize);
-            bpf_loop(n, step::<S> as *mut c_void, s as *mut S as *mut c_void, 0);
-        }
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    for i in 0..n {
-        if !s.step(i) {
-            break;
-        }
     }
 }
 
@@ -162,6 +109,8 @@ mod tests {
     #[test]
     fn slice_and_raw_agree_on_bounds() {
         let mut buf = [1u8, 2, 3, 4, 5];
+        // SAFETY: `buf` is a live local of 5 bytes, and `raw` is only read while `buf` is
+        // not being written.
         let raw = unsafe { RawPacket::new(buf.as_ptr() as usize, buf.as_ptr() as usize + 5) };
         for off in 0..8 {
             assert_eq!(buf[..].load::<2>(off), raw.load::<2>(off), "off {off}");
@@ -173,47 +122,5 @@ mod tests {
         buf[..].store_be16(3, 0xabcd).unwrap();
         assert_eq!(buf, [1, 2, 3, 0xab, 0xcd]);
         assert!(buf[..].load::<1>(usize::MAX).is_none());
-    }
-
-    /// Records the indexes it is called with and stops after `stop_after` calls.
-    struct Counter {
-        seen: Vec<u32>,
-        stop_after: usize,
-    }
-
-    impl Step for Counter {
-        fn step(&mut self, index: u32) -> bool {
-            self.seen.push(index);
-            self.seen.len() < self.stop_after
-        }
-    }
-
-    #[test]
-    fn bounded_loop_indexes_and_stops() {
-        let mut c = Counter {
-            seen: vec![],
-            stop_after: 3,
-        };
-        bounded_loop(10, &mut c);
-        assert_eq!(c.seen, [0, 1, 2], "stops at the first false");
-        let mut c = Counter {
-            seen: vec![],
-            stop_after: 100,
-        };
-        bounded_loop(4, &mut c);
-        assert_eq!(c.seen, [0, 1, 2, 3], "never more than n steps");
-        let mut c = Counter {
-            seen: vec![],
-            stop_after: 100,
-        };
-        bounded_loop(0, &mut c);
-        assert!(c.seen.is_empty());
-    }
-
-    #[test]
-    fn opaque_is_identity() {
-        for v in [0, 1, 40, usize::MAX] {
-            assert_eq!(opaque(v), v);
-        }
     }
 }

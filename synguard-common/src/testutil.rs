@@ -23,8 +23,13 @@ pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5e];
 #[derive(Clone, Debug)]
 pub struct Seg {
     pub v6: bool,
-    /// 802.1Q tag control (VID etc.) if tagged.
+    /// 802.1Q tag control (VID etc.) if tagged: the innermost tag.
     pub vlan: Option<u16>,
+    /// Tags (TPID, TCI) outside `vlan`, outermost first.
+    pub outer_tags: Vec<(u16, u16)>,
+    /// IPv6 extension headers (type, bytes), in order; byte 0 of each (its next header)
+    /// is filled in by `frame`.
+    pub ext_headers: Vec<(u8, Vec<u8>)>,
     /// IPv4 uses the first 4 bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -54,6 +59,8 @@ impl Seg {
         Seg {
             v6: false,
             vlan: None,
+            outer_tags: vec![],
+            ext_headers: vec![],
             src,
             dst,
             sport: 40123,
@@ -81,6 +88,13 @@ impl Seg {
         ];
         s.options = linux_syn_options6(0x0102_0304);
         s
+    }
+
+    /// Every VLAN tag (TPID, TCI), outermost first.
+    pub fn all_tags(&self) -> Vec<(u16, u16)> {
+        let mut t = self.outer_tags.clone();
+        t.extend(self.vlan.map(|tci| (0x8100, tci)));
+        t
     }
 
     pub fn addr_len(&self) -> usize {
@@ -121,16 +135,24 @@ impl Seg {
         let mut f = Vec::new();
         f.extend_from_slice(&SERVER_MAC);
         f.extend_from_slice(&CLIENT_MAC);
-        if let Some(tci) = self.vlan {
-            f.extend_from_slice(&[0x81, 0x00]);
+        for (tpid, tci) in self.all_tags() {
+            f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&tci.to_be_bytes());
         }
         if self.v6 {
+            let mut ext = Vec::new();
+            for (i, (_, bytes)) in self.ext_headers.iter().enumerate() {
+                let mut h = bytes.clone();
+                h[0] = self.ext_headers.get(i + 1).map_or(6, |n| n.0);
+                ext.extend(h);
+            }
+            let first = self.ext_headers.first().map_or(6, |h| h.0);
             f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-            f.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[6, 64]);
+            f.extend_from_slice(&((ext.len() + tcp.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[first, 64]);
             f.extend_from_slice(&self.src);
             f.extend_from_slice(&self.dst);
+            f.extend_from_slice(&ext);
         } else {
             let hl = 20 + self.ip_options.len();
             let mut ip = vec![0x40 | (hl / 4) as u8, 0];
@@ -172,7 +194,10 @@ pub fn linux_syn_options6(tsval: u32) -> Vec<u8> {
 pub struct Reply {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
+    /// The TCI of a single 802.1Q tag.
     pub vlan: Option<u16>,
+    /// Every tag (TPID, TCI), outermost first.
+    pub tags: Vec<(u16, u16)>,
     pub v6: bool,
     pub src: Vec<u8>,
     pub dst: Vec<u8>,
@@ -194,11 +219,18 @@ pub struct Reply {
 /// Panics (failing the test) on any inconsistency: lengths, checksums, versions.
 pub fn read_reply(f: &[u8]) -> Reply {
     let mut off = 12;
-    let mut vlan = None;
-    if f[12..14] == [0x81, 0x00] {
-        vlan = Some(u16::from_be_bytes([f[14], f[15]]));
-        off = 16;
+    let mut tags = Vec::new();
+    while f[off..off + 2] == [0x81, 0x00] || f[off..off + 2] == [0x88, 0xa8] {
+        tags.push((
+            u16::from_be_bytes([f[off], f[off + 1]]),
+            u16::from_be_bytes([f[off + 2], f[off + 3]]),
+        ));
+        off += 4;
     }
+    let vlan = match tags[..] {
+        [(0x8100, tci)] => Some(tci),
+        _ => None,
+    };
     let et = u16::from_be_bytes([f[off], f[off + 1]]);
     let l3 = off + 2;
     let (v6, src, dst, ttl, ip_id, ip_frag, tos, l4, seg_len, pseudo);
@@ -260,6 +292,7 @@ pub fn read_reply(f: &[u8]) -> Reply {
         dst_mac: f[0..6].try_into().unwrap(),
         src_mac: f[6..12].try_into().unwrap(),
         vlan,
+        tags,
         v6,
         src,
         dst,

@@ -35,6 +35,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 // The kernel only lets GPL-compatible programs call kfuncs; "Dual MIT/GPL" is one.
+// SAFETY: `license` is the section the loader reads the licence from, and nothing else in
+// the object defines a `LICENSE` symbol or puts code or data in that section.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,41 +1,51 @@
 //! The map definitions: the kernel half of the ABI in `synguard_common::maps`.
 //!
 //! Every map is pinned by name under /sys/fs/bpf/synguard/<iface>/ by the controller, which
-//! reuses them on restart; the names match `synguard_common::maps::names`.
+//! reuses them on restart. Each static's identifier is its map name (`#[map]` without
+//! `name =`), which must be the one in `synguard_common::maps::names`; its types and sizes
+//! must be the row of `synguard_common::maps::SPECS`. synguard/tests/map_abi.rs checks
+//! the built object against that table.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, KeySlot, LIST_ENTRIES, LIST_SLOTS, PORT_WORDS,
-    SRC_RATE_ENTRIES, SrcKey, State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS, KeySlot, LIST_ENTRIES,
+    LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS, SRC_RATE_ENTRIES,
+    SrcKey, State, TokenBucket,
 };
 
-#[map(name = "CONFIG")]
+#[map]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
-#[map(name = "KEYS")]
-pub static KEYS: Array<KeySlot> = Array::pinned(2, 0);
-#[map(name = "STATE")]
+#[map]
+pub static KEYS: Array<KeySlot> = Array::pinned(KEY_SLOTS, 0);
+#[map]
 pub static STATE: Array<State> = Array::pinned(1, 0);
-#[map(name = "PORTS")]
+#[map]
 pub static PORTS: Array<u64> = Array::pinned(PORT_WORDS, 0);
-#[map(name = "ALLOW4")]
+#[map]
 pub static ALLOW4: LpmTrie<[u8; 4], u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
-#[map(name = "ALLOW6")]
+#[map]
 pub static ALLOW6: LpmTrie<[u8; 16], u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
-#[map(name = "DENY4")]
+#[map]
 pub static DENY4: LpmTrie<[u8; 4], u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
-#[map(name = "DENY6")]
+#[map]
 pub static DENY6: LpmTrie<[u8; 16], u8> = LpmTrie::pinned(LIST_ENTRIES, 0);
-#[map(name = "SRC_RATE")]
+#[map]
 pub static SRC_RATE: LruHashMap<SrcKey, TokenBucket> = LruHashMap::pinned(SRC_RATE_ENTRIES, 0);
-#[map(name = "SYNACK_BUCKET")]
+#[map]
 pub static SYNACK_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::pinned(1, 0);
-#[map(name = "LIST_FLAGS")]
+#[map]
 pub static LIST_FLAGS: Array<u32> = Array::pinned(LIST_SLOTS, 0);
-#[map(name = "COUNTERS")]
+#[map]
+pub static MINTED: Array<u64> = Array::pinned(MINTED_SLOTS, 0);
+#[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
+#[map]
+pub static LOCAL_ADDRS: HashMap<LocalAddrKey, u8> = HashMap::pinned(LOCAL_ADDR_ENTRIES, 0);
+#[map]
+pub static IFACES: HashMap<u32, IfaceFacts> = HashMap::pinned(IFACE_ENTRIES, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -4,9 +4,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple},
-    helpers::{bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_mptcp_sock},
 };
-use synguard_common::flow::{Addr, Flow};
+use synguard_common::{flow::Flow, wire::Addr};
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_states`.
 pub const TCP_LISTEN: u32 = 10;
@@ -26,11 +26,11 @@ impl SockRef {
         // registers into it, which the verifier rejects.
         let s = words(&flow.src);
         let d = words(&flow.dst);
-        let ports = u32::from(flow.sport.to_be()) | (u32::from(flow.dport.to_be()) << 16);
+        let ports = u32::from(flow.src_port.to_be()) | (u32::from(flow.dst_port.to_be()) << 16);
         let (mut tuple, size) = if flow.is_v6() {
             ([s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ports], 36)
         } else {
-            // IPv4 addresses are the first word; the tuple is saddr, daddr, ports.
+            // IPv4 addresses are the first word; the tuple is src, dst, ports.
             ([s[0], d[0], ports, 0, 0, 0, 0, 0, 0], 12)
         };
         // SAFETY: tuple is a live stack value of 36 bytes, at least `size`; the helper returns
@@ -55,6 +55,16 @@ impl SockRef {
     pub fn state(&self) -> u32 {
         // SAFETY: non-null, referenced socket from the lookup.
         unsafe { (*self.0).state }
+    }
+
+    /// Whether this is an MPTCP socket (an MPTCP listener's TCP listener is one):
+    /// `bpf_skc_to_mptcp_sock` is non-null exactly for a full TCP socket with
+    /// `sk_is_mptcp`.
+    #[inline(always)]
+    pub fn is_mptcp(&self) -> bool {
+        // SAFETY: non-null, referenced socket from the lookup; the result borrows it and
+        // is only compared with null.
+        !unsafe { bpf_skc_to_mptcp_sock(self.as_ptr()) }.is_null()
     }
 
     #[inline(always)]

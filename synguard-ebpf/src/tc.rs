@@ -1,42 +1,34 @@
 //! The TC ingress side: a cookie ACK that XDP validated becomes a request socket on the
 //! listener through the kfunc `bpf_sk_assign_tcp_reqsk` (Linux >= 6.9). The kernel's
 //! cookie path then builds the full socket, and the listener's accept() returns it.
+//!
+//! Every path returns [`NEXT`]: synguard never makes the final TC decision, so the rest of
+//! the ingress chain (TCX programs attached after it, legacy `tc ... ingress` filters)
+//! still runs, also for an ACK it has just assigned to a request socket.
 
-use core::{ffi::c_void, mem::size_of};
+use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, TC_ACT_OK},
+    bindings::{__sk_buff, TC_ACT_UNSPEC},
     helpers::bpf_skc_to_tcp_sock,
     programs::TcContext,
 };
 use synguard_common::{
-    maps::{CookieMeta, Counter},
+    dissect::Segment,
+    handoff::{CookieMeta, TcpReqAttrs},
+    maps::Counter,
     packet::{Packet, RawPacket},
-    synproxy::tc_flow,
+    wire::tcp::TcpHeader,
 };
 
 use crate::{
-    maps::count,
+    maps::{CONFIG, count},
     sock::{SockRef, TCP_LISTEN},
 };
 
-/// `struct bpf_tcp_req_attrs` (include/net/tcp.h); kfuncs.c declares the same layout.
-#[repr(C)]
-struct TcpReqAttrs {
-    rcv_tsval: u32,
-    rcv_tsecr: u32,
-    mss: u16,
-    rcv_wscale: u8,
-    snd_wscale: u8,
-    ecn_ok: u8,
-    wscale_ok: u8,
-    sack_ok: u8,
-    tstamp_ok: u8,
-    usec_ts_ok: u8,
-    reserved: [u8; 3],
-}
-
+// SAFETY: the declaration matches the definition in kfuncs.c (struct pointers as
+// `c_void`, `struct bpf_tcp_req_attrs` as `TcpReqAttrs`, whose size both sides assert).
 unsafe extern "C" {
     /// Defined in kfuncs.c and inlined by bpf-linker: calls bpf_sk_assign_tcp_reqsk with
     /// sizeof(struct bpf_tcp_req_attrs).
@@ -47,67 +39,84 @@ unsafe extern "C" {
     ) -> i32;
 }
 
+/// `TC_ACT_UNSPEC`, which TCX calls `TCX_NEXT`: run the next program or filter in the chain,
+/// and pass the packet on if there is none. `TC_ACT_OK` would end the chain here.
+const NEXT: i32 = TC_ACT_UNSPEC;
+
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
     let skb = ctx.as_ptr();
-    // SAFETY: skb is the __sk_buff the kernel handed this program.
+    // SAFETY: skb is the __sk_buff the kernel handed this program, valid to read for the
+    // whole run.
     let (meta_start, data, data_end) = unsafe {
         let s = &*(skb as *const __sk_buff);
         (s.data_meta as usize, s.data as usize, s.data_end as usize)
     };
-    // Only XDP can write the metadata area, so its magic cannot come from the wire.
-    // SAFETY: data_meta..data is the metadata window.
+    // SAFETY: data_meta..data is the metadata window, readable for the whole run (empty
+    // when XDP wrote none, and then every load fails its bounds check).
     let area = unsafe { RawPacket::new(meta_start, data) };
-    let Some(bytes) = area.load::<{ size_of::<CookieMeta>() }>(0) else {
-        return TC_ACT_OK;
-    };
-    // SAFETY: CookieMeta is repr(C) plain data of exactly this size.
-    let meta: CookieMeta = unsafe { core::mem::transmute(bytes) };
-    if meta.magic != CookieMeta::MAGIC {
-        return TC_ACT_OK;
+    if data.wrapping_sub(meta_start) < CookieMeta::LEN {
+        return NEXT;
     }
-    // SAFETY: data..data_end is the packet.
+    // SAFETY: data..data_end is the packet, readable for the whole run; nothing here
+    // changes its layout.
     let pkt = unsafe { RawPacket::new(data, data_end) };
-    let Some(flow) = tc_flow(&pkt) else {
-        count(Counter::ReqskFailed);
-        return TC_ACT_OK;
+    // The segment first, the metadata after: the dissector's stack frame and the
+    // metadata's bytes are then never live together (the BPF stack is 512 bytes).
+    let Some(seg) = Segment::locate(&pkt) else {
+        count(Counter::TcMetaMismatch);
+        return NEXT;
     };
+    let flow = seg.flow;
+    let Some(tcph) = TcpHeader::parse(&pkt, seg.l4) else {
+        count(Counter::TcMetaMismatch);
+        return NEXT;
+    };
+    let Some(bytes) = area.load::<{ CookieMeta::LEN }>(0) else {
+        return NEXT;
+    };
+    let meta = CookieMeta::from_bytes(bytes);
+    // The metadata counts only for the segment it was written for: XDP clears what it did
+    // not write, and this binds what it did write to this very ACK.
+    if !meta.describes(tcph.seq, tcph.ack, tcph.src_port, tcph.dst_port) {
+        count(Counter::TcMetaMismatch);
+        return NEXT;
+    }
     let Some(sk) = SockRef::lookup(skb, &flow) else {
         // No listener (it went away since XDP looked): the kernel will reset the ACK.
-        count(Counter::ReqskFailed);
-        return TC_ACT_OK;
+        count(Counter::TcNoListener);
+        return NEXT;
     };
     if sk.state() != TCP_LISTEN {
         // A full socket appeared meanwhile (a retransmitted ACK): let the kernel have it.
-        return TC_ACT_OK;
+        count(Counter::TcSocketExists);
+        return NEXT;
     }
     // The kfunc takes a full `struct sock`; this turns the lookup's sock_common into one.
     // SAFETY: a referenced socket from the lookup; the result borrows that reference.
     let tp = unsafe { bpf_skc_to_tcp_sock(sk.as_ptr()) };
     if tp.is_null() {
         count(Counter::ReqskFailed);
-        return TC_ACT_OK;
+        return NEXT;
     }
-    let mut attrs = TcpReqAttrs {
-        rcv_tsval: meta.rcv_tsval,
-        rcv_tsecr: meta.rcv_tsecr,
-        mss: meta.mss,
-        rcv_wscale: meta.rcv_wscale,
-        snd_wscale: meta.snd_wscale,
-        ecn_ok: meta.ecn_ok,
-        wscale_ok: meta.wscale_ok,
-        sack_ok: meta.sack_ok,
-        tstamp_ok: meta.tstamp_ok,
-        usec_ts_ok: 0,
-        reserved: [0; 3],
-    };
+    let mut attrs = TcpReqAttrs::from(&meta);
     // SAFETY: skb and tp are what the kfunc's BTF signature asks for; attrs is a live
     // stack value of the size the wrapper passes.
     let ret = unsafe { synguard_sk_assign_tcp_reqsk(skb, tp as *mut c_void, &mut attrs) };
-    count(if ret == 0 {
-        Counter::ReqskAssigned
-    } else {
-        Counter::ReqskFailed
-    });
-    TC_ACT_OK
+    if ret != 0 {
+        count(Counter::ReqskFailed);
+        return NEXT;
+    }
+    count(Counter::ReqskAssigned);
+    // Netfilter never saw this flow's SYN: the mark lets a ruleset accept the ACK.
+    if let Some(cfg) = CONFIG.get(0)
+        && cfg.handoff_mark != 0
+    {
+        // SAFETY: `mark` is a writable __sk_buff field for TC programs.
+        unsafe {
+            let s = &mut *(skb as *mut __sk_buff);
+            s.mark = (s.mark & !cfg.handoff_mask) | (cfg.handoff_mark & cfg.handoff_mask);
+        }
+    }
+    NEXT
 }

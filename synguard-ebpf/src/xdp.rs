@@ -1,26 +1,33 @@
-//! The XDP side: map and helper access for `synguard_common::synproxy::process`, and
-//! turning its verdict into an XDP action.
-
-use core::mem::size_of;
+//! The XDP side: map and helper access for `synguard_common::pipeline::process`, and
+//! turning its verdict into an XDP action. The one place a frame's reason is counted.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    helpers::{
+        bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+        bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+    },
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use synguard_common::{
     flow::Flow,
-    maps::{Config, CookieMeta, Counter, KeySlot, ListSlot, State, TokenBucket, port_bit},
+    handoff::CookieMeta,
+    maps::{
+        Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
+        State, TokenBucket, port_bit,
+    },
     packet::{Packet, RawPacket},
-    synproxy::{Env, ListVerdict, SockState, Verdict, process},
+    pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
+    verifier::opaque,
+    wire::{ipv4, ipv6, tcp},
 };
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, KEYS, LIST_FLAGS, PORTS, SRC_RATE, STATE,
-        SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS,
+        SRC_RATE, STATE, SYNACK_BUCKET, count,
     },
     sock::{SockRef, TCP_LISTEN},
 };
@@ -44,6 +51,20 @@ impl Env for XdpEnv<'_> {
     #[inline(always)]
     fn key(&self, slot: u32) -> Option<KeySlot> {
         KEYS.get(slot).copied()
+    }
+
+    #[inline(always)]
+    fn minted(&self, slot: u32) -> u64 {
+        MINTED.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set_minted(&mut self, slot: u32, mark: u64) {
+        if let Some(v) = MINTED.get_ptr_mut(slot) {
+            // SAFETY: a live map value. CPUs minting with the same key store the same
+            // value, so racing writers cannot leave a wrong one.
+            unsafe { *v = mark };
+        }
     }
 
     #[inline(always)]
@@ -91,7 +112,7 @@ impl Env for XdpEnv<'_> {
         if rate == 0 {
             return true;
         }
-        let key = flow.src_key();
+        let key = flow.src_key(self.config.src_prefix6);
         if let Some(b) = SRC_RATE.get_ptr_mut(&key) {
             // SAFETY: a live map value; concurrent updates from other CPUs can only make
             // the limit slightly loose, never unsafe.
@@ -110,7 +131,8 @@ impl Env for XdpEnv<'_> {
             return true;
         }
         match SYNACK_BUCKET.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, not preempted.
+            // SAFETY: a live map value, and this CPU's own slot: XDP is not preempted on
+            // its CPU, so nothing else touches it meanwhile.
             Some(b) => unsafe { (*b).take(now_ns, rate, 0) },
             None => true,
         }
@@ -120,54 +142,142 @@ impl Env for XdpEnv<'_> {
     fn socket_state(&mut self, flow: &Flow) -> SockState {
         match SockRef::lookup(self.ctx.as_ptr(), flow) {
             None => SockState::None,
-            Some(sk) if sk.state() == TCP_LISTEN => SockState::Listener,
+            Some(sk) if sk.state() == TCP_LISTEN => {
+                if sk.is_mptcp() {
+                    SockState::MptcpListener
+                } else {
+                    SockState::Listener
+                }
+            }
             Some(_) => SockState::Other,
         }
     }
 
     #[inline(always)]
+    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool {
+        // Explicit bounds on the offsets first: the verifier adds only a bounded scalar
+        // to a packet pointer. Both are far below these in any frame we parse.
+        let (l3, l4) = (opaque(l3), opaque(l4));
+        if l3 > 256 || l4 > 512 {
+            return false;
+        }
+        let (data, end) = (self.ctx.data(), self.ctx.data_end());
+        let (ip, th) = (data + l3, data + l4);
+        // The helpers read fixed-size `struct iphdr`/`ipv6hdr`/`tcphdr`; the bindings
+        // declare them opaque (size 0), so the sizes are the wire constants.
+        let ip_len = if v6 {
+            ipv6::HEADER_LEN
+        } else {
+            ipv4::HEADER_LEN
+        };
+        if ip + ip_len > end || th + tcp::HEADER_LEN > end {
+            return false;
+        }
+        // SAFETY: both headers lie inside the packet, as just checked; the helpers only
+        // read them.
+        let r = unsafe {
+            if v6 {
+                bpf_tcp_raw_check_syncookie_ipv6(ip as *mut ipv6hdr, th as *mut tcphdr)
+            } else {
+                bpf_tcp_raw_check_syncookie_ipv4(ip as *mut iphdr, th as *mut tcphdr)
+            }
+        };
+        r == 0
+    }
+
+    #[inline(always)]
+    fn iface(&self) -> Option<IfaceFacts> {
+        // SAFETY: the xdp_md the kernel handed this program.
+        let ifindex = unsafe { (*self.ctx.ctx).ingress_ifindex };
+        // SAFETY: a plain-data map value, only read (copied out).
+        unsafe { IFACES.get(&ifindex) }.copied()
+    }
+
+    #[inline(always)]
+    fn local_dst(&self, flow: &Flow) -> bool {
+        // SAFETY: a plain-data map value, only read.
+        unsafe { LOCAL_ADDRS.get(&flow.dst_local_key()) }.is_some_and(|f| f & LOCAL_ADDR_LOCAL != 0)
+    }
+
+    #[inline(always)]
+    fn src_local_broadcast(&self, flow: &Flow) -> bool {
+        let Some(key) = flow.src_broadcast_key() else {
+            return false;
+        };
+        // SAFETY: a plain-data map value, only read.
+        unsafe { LOCAL_ADDRS.get(&key) }.is_some_and(|f| f & LOCAL_ADDR_BROADCAST != 0)
+    }
+
+    #[inline(always)]
     fn now_ns(&self) -> u64 {
-        // SAFETY: no preconditions.
+        // SAFETY: the helper takes no arguments and only reads the clock.
         unsafe { bpf_ktime_get_ns() }
     }
 }
 
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
+    clear_foreign_meta(ctx);
     let Some(config) = CONFIG.get(0).copied() else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
     let mut env = XdpEnv { ctx, config };
-    match process(&mut pkt, &mut env) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
+    let Decision { verdict, reason } = process(&mut pkt, &mut env);
+    let (action, reason) = match verdict {
+        Verdict::Pass => (xdp_action::XDP_PASS, reason),
+        Verdict::Drop => (xdp_action::XDP_DROP, reason),
         Verdict::Tx { len } => {
             // The frame length comes from the helper: the verifier refuses arithmetic on
             // data_end.
-            // SAFETY: shrinking only (len <= old length); no packet pointer is used after.
+            // SAFETY: bpf_xdp_get_buff_len only reads the context the kernel handed us.
             let delta = len as i64 - unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i64;
+            // SAFETY: shrinking only (len <= old length); no packet pointer is used after.
             if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-                count(Counter::Malformed);
-                return xdp_action::XDP_DROP;
+                (xdp_action::XDP_DROP, Some(Counter::Malformed))
+            } else {
+                (xdp_action::XDP_TX, reason)
             }
-            xdp_action::XDP_TX
         }
-        Verdict::PassWithMeta(meta) => {
-            // SAFETY: grows the metadata area in front of the packet; checked below.
-            if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size_of::<CookieMeta>() as i32)) } != 0 {
-                count(Counter::ReqskFailed);
-                return xdp_action::XDP_PASS;
-            }
-            // SAFETY: the new metadata..data window, as the kernel just laid it out.
-            let mut area = unsafe { RawPacket::new(ctx.metadata(), ctx.data()) };
-            // SAFETY: CookieMeta is repr(C) plain data of exactly this size.
-            let bytes: [u8; size_of::<CookieMeta>()] = unsafe { core::mem::transmute(meta) };
-            if area.store(0, bytes).is_none() {
-                count(Counter::ReqskFailed);
-            }
-            xdp_action::XDP_PASS
-        }
+        Verdict::PassWithMeta(meta) => (xdp_action::XDP_PASS, hand_off(ctx, &meta).or(reason)),
+    };
+    if let Some(c) = reason {
+        count(c);
+    }
+    action
+}
+
+/// Removes a metadata area that is already in front of the packet (left by a program that
+/// ran before us, or by the sender of a redirected frame), so that the only metadata TC
+/// can see is what [`hand_off`] writes in this run. The packet pointers are read afresh
+/// after the call, as the helper invalidates them.
+#[inline(always)]
+fn clear_foreign_meta(ctx: &XdpContext) {
+    let len = ctx.data().wrapping_sub(ctx.metadata());
+    // The kernel caps the area at 32 bytes; the bound also gives the verifier a range.
+    if len == 0 || len > 32 {
+        return;
+    }
+    // SAFETY: shrinks the metadata area by its own size, to empty; no packet pointer from
+    // before the call is used after it. On failure the area stays, and TC still takes it
+    // only for the segment it describes.
+    unsafe { bpf_xdp_adjust_meta(ctx.ctx, len as i32) };
+}
+
+/// Puts `meta` in the metadata area in front of the packet for TC; on failure, the
+/// reason to count instead of the verdict's.
+#[inline(always)]
+fn hand_off(ctx: &XdpContext, meta: &CookieMeta) -> Option<Counter> {
+    // SAFETY: grows the metadata area in front of the packet; checked below, and no
+    // packet pointer from before the call is used after it.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(CookieMeta::LEN as i32)) } != 0 {
+        return Some(Counter::ReqskFailed);
+    }
+    // SAFETY: the new metadata..data window, as the kernel just laid it out.
+    let mut area = unsafe { RawPacket::new(ctx.metadata(), ctx.data()) };
+    match area.store(0, meta.to_bytes()) {
+        Some(()) => None,
+        None => Some(Counter::ReqskFailed),
     }
 }

@@ -17,12 +17,15 @@ pub enum Obj {
     BenchXdp,
     /// The softirq meter on the softirq_entry/exit raw tracepoints.
     Softirq,
+    /// A legacy cls_bpf classifier (section `classifier`) that drops everything.
+    TcDrop,
 }
 
-const OBJS: [(Obj, &str, &str); 3] = [
+const OBJS: [(Obj, &str, &str); 4] = [
     (Obj::XdpPass, "xdp_pass", include_str!("bpf/xdp_pass.c")),
     (Obj::BenchXdp, "bench_xdp", include_str!("bpf/bench_xdp.c")),
     (Obj::Softirq, "softirq", include_str!("bpf/softirq.c")),
+    (Obj::TcDrop, "tc_drop", include_str!("bpf/tc_drop.c")),
 ];
 
 /// Where this process keeps the compiled objects; removed when the process exits.
@@ -77,8 +80,8 @@ fn compile(name: &str, source: &str) -> Result<Compiled> {
 }
 
 fn get(which: Obj) -> Result<&'static Compiled> {
-    static CACHE: [OnceLock<Result<Compiled, String>>; 3] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CACHE: [OnceLock<Result<Compiled, String>>; OBJS.len()] =
+        [const { OnceLock::new() }; OBJS.len()];
     let i = OBJS.iter().position(|(o, ..)| *o == which).expect("listed");
     let (_, name, source) = OBJS[i];
     CACHE[i]

@@ -1,9 +1,11 @@
 //! Registry of everything a harness run creates, so it can be removed however the run ends.
 //!
-//! Four paths lead to teardown, and all of them go through [`teardown_topology`], which takes a
-//! topology's record out of the registry under the lock before acting, so each topology is torn
-//! down exactly once whichever path gets there first:
-//! - `Drop` of [`crate::Topology`] (normal end and unwinding panics);
+//! A *fixture* here is a set of namespaces with their links and the files a run left in bpffs
+//! or `/run` ([`crate::Topology`], [`crate::fixture::VethPair`]). Four paths lead to teardown,
+//! and all of them go through `teardown_topology`, which takes a fixture's record out of the
+//! registry under the lock before acting, so each is torn down exactly once whichever path
+//! gets there first:
+//! - `Drop` of the fixture (normal end and unwinding panics);
 //! - a panic hook, for the topologies the panicking thread owns. It runs *before* unwinding, so
 //!   cleanup happens even if unwinding later aborts (double panic, `panic = "abort"`);
 //! - a SIGINT/SIGTERM/SIGHUP handler thread that tears everything down and then lets the signal
@@ -17,6 +19,7 @@
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Mutex, MutexGuard, Once},
     thread::{self, ThreadId},
     time::{Duration, Instant},
@@ -39,6 +42,9 @@ pub(crate) struct TopologyRecord {
     /// (namespace, interface) pairs deleted explicitly before the namespaces, so the links go
     /// away even if some process still pins a namespace.
     pub links: Vec<(String, String)>,
+    /// Pin directories and run-state files, removed after the children are killed and before
+    /// the links: a pinned map outlives its interface and would stay in kernel memory.
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +76,31 @@ pub(crate) fn register_topology(rec: TopologyRecord) {
     with_registry(|r| r.topologies.push(rec));
 }
 
+/// Adds a link that fixture `id` created after the fact (e.g. a test's extra bridge), so a
+/// failing test removes it too. Returns false if the fixture is already gone.
+pub(crate) fn add_link(id: u64, netns: &str, iface: &str) -> bool {
+    with_registry(|r| match r.topologies.iter_mut().find(|t| t.id == id) {
+        Some(t) => {
+            t.links.push((netns.to_string(), iface.to_string()));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Adds a pin directory or file to remove when fixture `id` is torn down.
+pub(crate) fn add_path(id: u64, path: PathBuf) -> bool {
+    with_registry(|r| match r.topologies.iter_mut().find(|t| t.id == id) {
+        Some(t) => {
+            if !t.paths.contains(&path) {
+                t.paths.push(path);
+            }
+            true
+        }
+        None => false,
+    })
+}
+
 pub(crate) fn register_child(pid: i32, group: bool, topology: Option<u64>) {
     with_registry(|r| r.children.insert(pid, ChildRecord { group, topology }));
 }
@@ -99,19 +130,13 @@ fn send(pid: i32, group: bool, sig: Signal) {
 
 /// True once the child has exited; does not reap it (WNOWAIT), so the PID stays reserved.
 pub(crate) fn child_exited(pid: i32) -> bool {
-    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain syscall on our own child with a valid out-pointer.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: si_pid is valid to read after a successful waitid.
-    rc != 0 || unsafe { info.si_pid() } != 0
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    // An error (ECHILD: not our child, or already reaped) counts as gone, as before.
+    !matches!(
+        waitid(Id::Pid(Pid::from_raw(pid)), flags),
+        Ok(WaitStatus::StillAlive)
+    )
 }
 
 /// Kills the registered children that belong to `topology` (all if `None`) and waits, bounded,
@@ -150,6 +175,18 @@ pub(crate) fn teardown_topology(id: u64) -> Result<()> {
 fn destroy(rec: &TopologyRecord) -> Result<()> {
     kill_children(Some(rec.id));
     let mut errors = Vec::new();
+    for path in &rec.paths {
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        if let Err(e) = r
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {e}", path.display()));
+        }
+    }
     // If listing fails, try every deletion anyway rather than skip them.
     let existing = netns::list_netns().ok();
     let exists = |ns: &String| existing.as_ref().is_none_or(|e| e.contains(ns));

@@ -1,6 +1,10 @@
 //! veth/netns harness for synguard, shared by integration tests, `cargo xtask demo` and
 //! `cargo xtask bench`.
 //!
+//! - [`fixture`]: the shared building blocks (naming, namespaces, veth, cleanup registration)
+//!   and the smallest fixture, [`VethPair`]: two namespaces joined by one veth.
+//! - [`rawsock::RawSock`]: an AF_PACKET socket that sends frames as written and receives them
+//!   with their VLAN tag restored.
 //! - [`Topology`]: namespaces srv, cli, atk and a bridging hub, with per-run unique names,
 //!   addresses only from the benchmarking ranges (198.18.0.0/15, 2001:2::/48), and teardown on
 //!   drop, panic, SIGINT/SIGTERM/SIGHUP and exit (see [`cleanup`]).
@@ -8,7 +12,8 @@
 //!   verified kernel-TCP clients in cli.
 //! - [`flood`]: spoofed SYN/ACK/RST/FIN/invalid-flag floods from atk via trafgen.
 //! - [`xdp`]: a dummy XDP_PASS program for veth peers, and the benchmark's floor programs.
-//! - [`synguard`]: the synguard daemon on the server veth, and its pinned counters.
+//! - [`synguard`]: the synguard binary in a namespace ([`Synguard`]: CLI commands, daemons
+//!   started, waited for and stopped by PID) and its pinned [`Counters`].
 //! - [`softirq`]: softirq CPU time, exact (BPF) and tick-sampled (`/proc/stat`).
 //! - [`scenario`]: the flood-with-clients scenario of the demo, the bench and the tests.
 //!
@@ -17,9 +22,11 @@
 pub mod bpfobj;
 pub mod cleanup;
 pub mod client;
+pub mod fixture;
 pub mod flood;
 pub mod netns;
 pub mod process;
+pub mod rawsock;
 pub mod scenario;
 pub mod server;
 pub mod softirq;
@@ -29,14 +36,19 @@ pub mod xdp;
 
 pub use cleanup::{install_hooks, teardown_all};
 pub use client::{ClientOptions, ClientProgress, ClientReport, ConnOutcome, run_clients};
+pub use fixture::{
+    NETNS_PREFIX, Side, VethPair, cleanup_stale, ensure_root, exclusive_cores, pin_dir,
+    pin_thread_to_cpu, root_or_skip, run_state_file,
+};
 pub use flood::{Family, FloodKind, FloodOptions, FloodReport, RunningFlood};
 pub use netns::LinkStats;
+/// Signals for [`Daemon::signal`], so test crates need no nix of their own.
+pub use nix::sys::signal::Signal;
 pub use process::NsChild;
+pub use rawsock::RawSock;
 pub use server::{Server, ServerOptions, ServerStats};
-pub use topology::{
-    Endpoint, Role, Topology, TopologyOptions, cleanup_stale, ensure_root, exclusive_cores,
-    root_or_skip,
-};
+pub use synguard::{Counters, Daemon, Synguard};
+pub use topology::{Endpoint, Role, Topology, TopologyOptions};
 
 impl Topology {
     /// Starts a [`Server`] in srv on `port`, listening on srv's IPv4 and IPv6 addresses.

@@ -89,6 +89,29 @@ pub fn ip(args: &[&str]) -> Result<Output> {
     run_checked(Command::new("ip").args(args))
 }
 
+/// Loads the nftables `ruleset` (`nft -f -`) inside `netns`.
+pub fn nft(netns: &str, ruleset: &str) -> Result<()> {
+    let mut child = command(netns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (install nftables)")?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().context("nft stdin")?,
+        ruleset.as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft -f failed: {}\n{ruleset}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Writes `/proc/sys/<key with dots as slashes>` inside `netns`.
 ///
 /// `/proc/sys/net` resolves against the *current thread's* network namespace, so the write

@@ -116,10 +116,15 @@ impl NsChild {
 
     /// SIGINT, wait up to `grace`, then SIGKILL and wait.
     pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
+        self.stop_with(Signal::SIGINT, grace)
+    }
+
+    /// `sig`, wait up to `grace`, then SIGKILL and wait.
+    pub fn stop_with(&mut self, sig: Signal, grace: Duration) -> Result<ExitStatus> {
         if let Some(s) = self.try_wait()? {
             return Ok(s);
         }
-        self.signal(Signal::SIGINT);
+        self.signal(sig);
         if let Some(s) = self.wait_timeout(grace)? {
             return Ok(s);
         }

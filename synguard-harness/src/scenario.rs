@@ -20,7 +20,6 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    process::Stdio,
     sync::{Arc, atomic::Ordering},
     thread,
     time::{Duration, Instant},
@@ -426,11 +425,10 @@ fn window(a: &Snapshot, b: &Snapshot) -> Window {
     };
     let synguard = match (&a.synguard, &b.synguard) {
         (Some(x), Some(y)) => y
-            .since(x)
-            .named()
+            .delta(x)
+            .nonzero()
             .into_iter()
-            .filter(|(_, v)| *v > 0)
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(c, v)| (c.name().to_string(), v))
             .collect(),
         _ => BTreeMap::new(),
     };
@@ -505,23 +503,7 @@ fn nft_synproxy(t: &Topology, o: &ScenarioOptions) -> Result<()> {
 }}
 "
     );
-    let mut cmd = t.command(Role::Srv, "nft");
-    cmd.args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("running nft (install nftables)")?;
-    std::io::Write::write_all(
-        &mut child.stdin.take().context("nft stdin")?,
-        ruleset.as_bytes(),
-    )?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "nft -f failed: {}\n{ruleset}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    netns::nft(t.netns(Role::Srv), &ruleset)?;
     // Without this, conntrack picks up a bare ACK as ESTABLISHED ("loose") and synproxy
     // never sees it; the sysctl exists once the ruleset has loaded conntrack.
     t.set_sysctl(Role::Srv, "net.netfilter.nf_conntrack_tcp_loose", "0")?;

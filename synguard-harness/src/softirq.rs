@@ -133,9 +133,10 @@ impl ProcStat {
 
     /// Ticks per second for the tick values (USER_HZ).
     pub fn hz() -> u64 {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if hz > 0 { hz as u64 } else { 100 }
+        match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+            Ok(Some(hz)) if hz > 0 => hz as u64,
+            _ => 100,
+        }
     }
 
     /// Softirq nanoseconds between `earlier` and `self`.

@@ -1,30 +1,29 @@
-//! Running the `synguard` daemon on the server veth, and reading its pinned counters.
+//! The `synguard` binary in a namespace: CLI commands ([`Synguard`]), daemons ([`Daemon`]) and
+//! the pinned per-reason counters ([`Counters`]).
 //!
-//! The daemon is started with `nsenter --net` (never `ip netns exec`, whose private `/sys`
-//! would hide the pins) and stopped with SIGINT, on which it detaches and removes its pin
-//! directory. If it cannot do so (killed by teardown, crashed), [`Daemon`]'s drop removes the
-//! pins itself: the link is dead with the veth anyway, but pinned maps would stay in memory.
+//! Everything runs with `nsenter --net` (never `ip netns exec`, whose private `/sys` would hide
+//! the pins). A daemon is stopped by its PID with SIGTERM, on which it detaches and removes its
+//! pin directory, and SIGKILL after a grace period. If it cannot clean up (killed, crashed),
+//! [`Daemon`]'s drop removes the pins and run state itself: the link is dead with the veth
+//! anyway, but pinned maps would stay in memory.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::Stdio,
+    fmt,
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use nix::sys::signal::Signal;
-use synguard_common::maps::{COUNTER_COUNT, Counter, names};
+use synguard_common::maps::{COUNTER_COUNT, Counter, State, names};
 
-use crate::{cleanup, process::NsChild, topology::Topology};
-
-/// Where synguard pins everything for `iface` (one home: synguard's `pins::dir`).
-pub fn pin_dir(iface: &str) -> PathBuf {
-    Path::new("/sys/fs/bpf/synguard").join(iface)
-}
+pub use crate::fixture::{pin_dir, run_state_file};
+use crate::{cleanup, netns, process::NsChild, topology::Topology};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
@@ -65,24 +64,37 @@ impl DaemonOptions {
     }
 }
 
-/// Per-reason totals over all CPUs, indexed by [`Counter`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counters(pub Vec<u64>);
+/// Per-reason counters of one synguard instance, summed over CPUs, as read from its pinned
+/// per-CPU `COUNTERS` map. The one counter type of the tests, the scenario and xtask.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Counters([u64; COUNTER_COUNT as usize]);
 
 impl Counters {
-    pub fn get(&self, c: Counter) -> u64 {
-        self.0.get(c as usize).copied().unwrap_or(0)
+    /// Reads the pinned `COUNTERS` map of the instance on `iface`.
+    pub fn read(iface: &str) -> Result<Counters> {
+        let path = pin_dir(iface).join(names::COUNTERS);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let map: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
+        let mut out = [0u64; COUNTER_COUNT as usize];
+        for (&c, slot) in Counter::ALL.iter().zip(out.iter_mut()) {
+            *slot = map.get(&(c as u32), 0)?.iter().sum();
+        }
+        Ok(Counters(out))
     }
 
-    /// `self - earlier`, per counter.
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        Counters(
-            self.0
-                .iter()
-                .zip(earlier.0.iter().chain(std::iter::repeat(&0)))
-                .map(|(a, b)| a.saturating_sub(*b))
-                .collect(),
-        )
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// What each counter moved since `before` (`self - before`).
+    pub fn delta(&self, before: &Counters) -> Counters {
+        let mut d = *self;
+        for (v, b) in d.0.iter_mut().zip(before.0) {
+            *v = v.saturating_sub(b);
+        }
+        d
     }
 
     /// (name, value) for every counter, in ABI order.
@@ -92,18 +104,24 @@ impl Counters {
             .map(|&c| (c.name(), self.get(c)))
             .collect()
     }
+
+    /// The counters that are not zero (for a delta: the ones that moved).
+    pub fn nonzero(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&c| (c, self.get(c)))
+            .filter(|&(_, v)| v != 0)
+            .collect()
+    }
 }
 
-/// Reads the pinned per-CPU `COUNTERS` map of the instance on `iface`.
-pub fn read_counters(iface: &str) -> Result<Counters> {
-    let path = pin_dir(iface).join(names::COUNTERS);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
-    let mut out = vec![0u64; COUNTER_COUNT as usize];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = map.get(&(i as u32), 0)?.iter().sum();
+/// Only the counters that are not zero, by name: a delta prints as what moved.
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.nonzero().into_iter().map(|(c, v)| (c.name(), v)))
+            .finish()
     }
-    Ok(Counters(out))
 }
 
 /// Daemons started by this process and not yet reaped: (pid, iface).
@@ -126,20 +144,177 @@ pub fn stop_all_daemons(grace: Duration) {
         while !cleanup::child_exited(*pid) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
-        remove_pins(iface);
+        remove_state(iface);
     }
 }
 
-fn remove_pins(iface: &str) {
+/// Removes what a daemon on `iface` may have left: its pin directory and run-state file.
+fn remove_state(iface: &str) {
     let dir = pin_dir(iface);
     if dir.is_dir()
         && let Err(e) = std::fs::remove_dir_all(&dir)
     {
         eprintln!("synguard-harness: removing {}: {e}", dir.display());
     }
+    let _ = std::fs::remove_file(run_state_file(iface));
 }
 
-/// A running `synguard run` on the topology's server veth.
+/// The `synguard` binary, run in one network namespace.
+#[derive(Debug, Clone)]
+pub struct Synguard {
+    bin: PathBuf,
+    netns: String,
+    /// The fixture whose teardown kills its daemons.
+    owner: Option<u64>,
+}
+
+impl Synguard {
+    pub fn new(bin: impl Into<PathBuf>, netns: &str) -> Synguard {
+        Synguard {
+            bin: bin.into(),
+            netns: netns.to_string(),
+            owner: None,
+        }
+    }
+
+    /// Daemons started from here are killed when fixture `id` is torn down.
+    pub fn owned_by(mut self, id: u64) -> Synguard {
+        self.owner = Some(id);
+        self
+    }
+
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// `synguard ARGS` in the namespace, logging at info.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = netns::command(&self.netns, &self.bin);
+        c.args(args).env("RUST_LOG", "info").stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `synguard ARGS` to completion.
+    pub fn output(&self, args: &[&str]) -> Result<Output> {
+        let mut c = self.command(args);
+        c.output().with_context(|| format!("running {c:?}"))
+    }
+
+    /// Runs `synguard ARGS`, which must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args)?;
+        if !out.status.success() {
+            bail!(
+                "synguard {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8(out.stdout).context("synguard's stdout is not UTF-8")
+    }
+
+    /// Runs `synguard ARGS`, which must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args)?;
+        if out.status.success() {
+            bail!(
+                "synguard {} should have failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        String::from_utf8(out.stderr).context("synguard's stderr is not UTF-8")
+    }
+
+    /// Spawns `synguard run RUN_ARGS` without waiting for it to attach. `iface` is the
+    /// interface the arguments (or its config file) protect: where its pins are read and
+    /// removed.
+    pub fn spawn(&self, iface: &str, run_args: &[&str]) -> Result<Daemon> {
+        if !self.bin.is_file() {
+            bail!(
+                "synguard binary {} not found (build it: cargo build -p synguard)",
+                self.bin.display()
+            );
+        }
+        let mut cmd = self.command(&[&["run"], run_args].concat());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Own group: a terminal's Ctrl-C must not make it detach before the caller has
+        // taken its final counter snapshot; the caller stops it.
+        let mut child = NsChild::spawn(&mut cmd, true, self.owner)?;
+        let pid = child.pid();
+        live().push((pid, iface.to_string()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let pipes: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.take_stdout().context("daemon stdout")?),
+            Box::new(child.take_stderr().context("daemon stderr")?),
+        ];
+        for pipe in pipes {
+            let log = log.clone();
+            thread::Builder::new()
+                .name("synguard-log".into())
+                .spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+                        let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                })?;
+        }
+        Ok(Daemon {
+            child: Some(child),
+            pid,
+            iface: iface.to_string(),
+            log,
+        })
+    }
+
+    /// Starts `synguard run --iface IFACE RUN_ARGS` and waits until it is attached.
+    pub fn start(&self, iface: &str, run_args: &[&str]) -> Result<Daemon> {
+        let mut d = self.spawn(iface, &[&["--iface", iface], run_args].concat())?;
+        d.wait_attached(Duration::from_secs(30))?;
+        Ok(d)
+    }
+}
+
+/// `STATE.engaged` of the synguard instance on `iface`, as its controller's hysteresis last
+/// set it.
+pub fn engaged(iface: &str) -> Result<bool> {
+    let path = pin_dir(iface).join(names::STATE);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let state: Array<_, State> = Array::try_from(Map::Array(data))?;
+    Ok(state.get(&0, 0)?.engaged != 0)
+}
+
+/// Polls `cond` every 50 ms until it holds; fails naming `what` once `timeout` passes.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !cond()? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The `synguard run` arguments the live tests share: `ports` protected in `mode`, generic
+/// XDP (which every veth transmits with), no metrics endpoint (the bare test namespaces have
+/// no loopback up), then `extra`.
+pub fn test_run_args<'a>(mode: &'a str, ports: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--ports", ports, "--mode", mode, "--xdp-mode", "generic"];
+    v.extend(["--metrics", "off"]);
+    v.extend(extra);
+    v
+}
+
+/// A `synguard run` this process started. Dropping it stops it (SIGTERM, then SIGKILL) and
+/// removes whatever pins and run state it left.
 pub struct Daemon {
     child: Option<NsChild>,
     pid: i32,
@@ -148,63 +323,49 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon in srv and waits until it says it is attached.
+    /// Starts the daemon on the topology's server veth and waits until it is attached.
     pub fn start(t: &Topology, opts: &DaemonOptions) -> Result<Daemon> {
         let iface = t.server_iface().to_string();
-        if !opts.bin.is_file() {
-            bail!(
-                "synguard binary {} not found (build it: cargo build --release -p synguard)",
-                opts.bin.display()
-            );
-        }
-        let mut cmd = crate::netns::command(t.netns(crate::Role::Srv), &opts.bin);
-        cmd.args(["run", "--iface", &iface, "--ports", &opts.ports])
-            .args(["--mode", &opts.mode, "--xdp-mode", opts.xdp_mode.as_str()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Own group: a terminal's Ctrl-C must not make it detach before the caller has
-        // taken its final counter snapshot; the caller stops it.
-        let mut child = t.spawn(&mut cmd, true)?;
-        let pid = child.pid();
-        live().push((pid, iface.clone()));
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.take_stderr().context("daemon stderr")?;
-        {
-            let log = log.clone();
-            thread::Builder::new()
-                .name("synguard-log".into())
-                .spawn(move || {
-                    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                        let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                })?;
-        }
-        let mut d = Daemon {
-            child: Some(child),
-            pid,
-            iface,
-            log,
-        };
-        let deadline = Instant::now() + opts.start_timeout;
+        let sg = Synguard::new(&opts.bin, t.netns(crate::Role::Srv)).owned_by(t.id());
+        let mut d = sg.spawn(
+            &iface,
+            &[
+                "--iface",
+                &iface,
+                "--ports",
+                &opts.ports,
+                "--mode",
+                &opts.mode,
+                "--xdp-mode",
+                opts.xdp_mode.as_str(),
+            ],
+        )?;
+        d.wait_attached(opts.start_timeout)?;
+        Ok(d)
+    }
+
+    /// Waits until the daemon logged that it is attached and its TC link is pinned; fails
+    /// with its log if it exits first or `timeout` passes.
+    pub fn wait_attached(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let tc_link = pin_dir(&self.iface).join(names::TC_LINK);
         loop {
-            if d.log().contains("synguard attached to") {
-                return Ok(d);
+            if self.log().contains("synguard attached to") && tc_link.exists() {
+                return Ok(());
             }
-            let exited = d.child.as_mut().expect("child").try_wait()?;
-            if let Some(st) = exited {
-                // Let the log thread drain the pipe.
+            if let Some(st) = self.try_wait()? {
+                // Let the log threads drain the pipes.
                 thread::sleep(Duration::from_millis(100));
-                bail!("synguard run exited ({st}) before attaching:\n{}", d.log());
+                bail!(
+                    "synguard run exited ({st}) before attaching:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "synguard run did not attach within {:?}:\n{}",
-                    opts.start_timeout,
-                    d.log()
+                    "synguard run did not attach to {} within {timeout:?}:\n{}",
+                    self.iface,
+                    self.log()
                 );
             }
             thread::sleep(Duration::from_millis(20));
@@ -219,16 +380,44 @@ impl Daemon {
         self.pid
     }
 
-    /// Everything the daemon logged so far.
+    /// Everything the daemon printed so far (stdout and stderr, by line).
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn counters(&self) -> Result<Counters> {
-        read_counters(&self.iface)
+        Counters::read(&self.iface)
     }
 
-    /// SIGINT (the daemon detaches and removes its pins), SIGKILL after 5 s; returns the log.
+    /// Sends `sig` to the daemon by PID, if it has not been reaped.
+    pub fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            c.signal(sig);
+        }
+    }
+
+    /// The exit status once the daemon has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; fails with its log otherwise.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let c = self.child.as_mut().context("daemon already stopped")?;
+        match c.wait_timeout(timeout)? {
+            Some(st) => Ok(st),
+            None => bail!(
+                "synguard (pid {}) did not exit within {timeout:?}:\n{}",
+                self.pid,
+                self.log()
+            ),
+        }
+    }
+
+    /// SIGTERM (the daemon detaches and removes its pins), SIGKILL after 5 s; returns the log.
     pub fn stop(mut self) -> Result<String> {
         self.shutdown()?;
         Ok(self.log())
@@ -236,11 +425,13 @@ impl Daemon {
 
     fn shutdown(&mut self) -> Result<()> {
         let r = match self.child.take() {
-            Some(mut c) => c.stop(Duration::from_secs(5)).map(|_| ()),
+            Some(mut c) => c
+                .stop_with(Signal::SIGTERM, Duration::from_secs(5))
+                .map(|_| ()),
             None => Ok(()),
         };
         live().retain(|(p, _)| *p != self.pid);
-        remove_pins(&self.iface);
+        remove_state(&self.iface);
         r
     }
 }

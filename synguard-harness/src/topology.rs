@@ -5,20 +5,24 @@
 //!   cli ── veth ──┼── bridge (hub netns)
 //!   atk ── veth ──┘
 //! ```
-//! Every link is created directly inside its namespace (`ip link add … netns …`), so nothing of
-//! a run ever appears in the root namespace, and every name carries a per-run suffix.
+//! Built from the blocks of [`crate::fixture`]: every link is created directly inside its
+//! namespace, so nothing of a run ever appears in the root namespace, every name carries a
+//! per-run suffix, and the cleanup registry removes it however the run ends.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     process::{Command, Output},
-    sync::atomic::{AtomicU64, Ordering},
     thread,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::{
     cleanup::{self, TopologyRecord},
+    fixture::{
+        add_netns, add_veth, address_and_up, ensure_root, netns_name, new_run, pin_dir,
+        run_state_file, write_sysfs,
+    },
     netns::{self, LinkStats},
     process::NsChild,
     xdp,
@@ -113,47 +117,12 @@ pub struct Topology {
     torn_down: bool,
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).expect("ascii")
-}
-
-/// pid (≤ 5 base36 chars for pid_max 2^22) + counter + 3 random chars: ≤ 10 chars, unique
-/// across concurrent processes (pid), topologies within one (counter) and PID reuse (random).
-fn unique_suffix() -> (u64, String) {
-    let ctr = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let s = format!(
-        "{}{}{}",
-        base36(std::process::id() as u64),
-        base36(ctr % 1296),
-        base36(36 * 36 + fastrand::u64(0..36 * 36 * 35)).split_off(1)
-    );
-    (ctr, s)
-}
-
-/// Prefix of every namespace name the harness creates.
-pub const NETNS_PREFIX: &str = "sgh-";
-
 impl Topology {
     pub fn new(opts: TopologyOptions) -> Result<Self> {
         ensure_root()?;
         cleanup::install_hooks(opts.install_signal_handlers);
-        let (_, suffix) = unique_suffix();
-        let id = COUNTER.fetch_add(1, Ordering::Relaxed) | (u64::from(std::process::id()) << 32);
-        // Namespace names (no length limit) also spell the pid, for `cleanup_stale`.
-        let pid = std::process::id();
-        let ns = |r: Role| format!("{NETNS_PREFIX}{pid}-{suffix}-{}", r.tag());
+        let (id, suffix) = new_run();
+        let ns = |r: Role| netns_name(&suffix, r.tag());
         // Link names: "sg" + role letter + side (0 = host, 1 = bridge port) + suffix ≤ 14 chars.
         let link = |r: Role, side: u8| format!("sg{}{side}{suffix}", &r.tag()[..1]);
         let ep = |r: Role, v4, v6| Endpoint {
@@ -192,6 +161,8 @@ impl Topology {
                 (topo.atk.netns.clone(), topo.atk.iface.clone()),
                 (topo.hub_netns.clone(), topo.bridge.clone()),
             ],
+            // What a synguard on the server veth leaves if it cannot clean up itself.
+            paths: vec![pin_dir(&topo.srv.iface), run_state_file(&topo.srv.iface)],
         });
         // On error `topo` is dropped here, which tears down whatever was created.
         topo.build(&opts)
@@ -203,8 +174,7 @@ impl Topology {
         use netns::ip;
         let hub = self.hub_netns.clone();
         for n in [&self.srv.netns, &self.cli.netns, &self.atk.netns, &hub] {
-            ip(&["netns", "add", n])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
+            add_netns(n)?;
         }
         // The hub is a pure L2 switch; without IPv6 its ports send no RS/MLD noise.
         netns::set_sysctl(&hub, "net.ipv6.conf.all.disable_ipv6", "1")?;
@@ -224,20 +194,7 @@ impl Topology {
         ])?;
         ip(&["-n", &hub, "link", "set", &self.bridge, "up"])?;
         for e in [&mut self.srv, &mut self.cli, &mut self.atk] {
-            ip(&[
-                "link",
-                "add",
-                &e.iface,
-                "netns",
-                &e.netns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &e.peer_iface,
-                "netns",
-                &hub,
-            ])?;
+            add_veth(&e.netns, &e.iface, &hub, &e.peer_iface)?;
             ip(&[
                 "-n",
                 &hub,
@@ -248,13 +205,12 @@ impl Topology {
                 &self.bridge,
                 "up",
             ])?;
-            let v4 = format!("{}/{LINK_V4_PREFIX}", e.ipv4);
-            let v6 = format!("{}/{LINK_V6_PREFIX}", e.ipv6);
-            ip(&["-n", &e.netns, "addr", "add", &v4, "dev", &e.iface])?;
-            ip(&[
-                "-n", &e.netns, "-6", "addr", "add", &v6, "dev", &e.iface, "nodad",
-            ])?;
-            ip(&["-n", &e.netns, "link", "set", &e.iface, "up"])?;
+            address_and_up(
+                &e.netns,
+                &e.iface,
+                (e.ipv4, LINK_V4_PREFIX),
+                (e.ipv6, LINK_V6_PREFIX),
+            )?;
             e.mac = netns::link_mac(&e.netns, &e.iface)?;
             e.peer_mac = netns::link_mac(&hub, &e.peer_iface)?;
             // Static entries: the flood never lets the bridge learn srv's MAC from srv traffic
@@ -413,86 +369,4 @@ impl Drop for Topology {
             eprintln!("synguard-harness: {e:#}");
         }
     }
-}
-
-/// Deletes `sgh-<pid>-…` namespaces left behind by harness processes that no longer exist
-/// (e.g. killed with SIGKILL, which no handler can catch). Namespaces of live processes,
-/// including this one, are left alone. Returns the names removed.
-pub fn cleanup_stale() -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for name in netns::list_netns()? {
-        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
-            continue;
-        };
-        let Some(pid) = stale_pid(rest) else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        netns::ip(&["netns", "del", &name])?;
-        removed.push(name);
-    }
-    Ok(removed)
-}
-
-fn stale_pid(rest: &str) -> Option<u32> {
-    rest.split('-').next()?.parse().ok()
-}
-
-/// Writes `/sys/<rel>` as seen from network namespace `netns`.
-///
-/// sysfs shows the network namespace of whoever mounted it, and `ip netns exec` mounts a fresh
-/// one for the namespace. Its private `/sys` (which hides bpffs pins) is harmless for a
-/// one-shot write.
-pub fn write_sysfs(netns: &str, rel: &str, value: &str) -> Result<()> {
-    if rel.contains("..") || value.contains('\'') {
-        bail!("refusing sysfs path {rel:?} / value {value:?}");
-    }
-    netns::run_checked(Command::new("ip").args([
-        "netns",
-        "exec",
-        netns,
-        "sh",
-        "-c",
-        &format!("echo '{value}' > /sys/{rel}"),
-    ]))?;
-    Ok(())
-}
-
-/// Fails with a clear message unless running as root.
-pub fn ensure_root() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the veth harness needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
-    }
-    Ok(())
-}
-
-/// Held by tests that saturate the two cores (floods, bulk transfers): run together they
-/// starve each other's traffic, and a starved flood measures nothing. One lock per test
-/// process, which is what a test binary is.
-pub fn exclusive_cores() -> std::sync::MutexGuard<'static, ()> {
-    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A test that panicked while holding it leaves nothing to clean up.
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The root-test policy for every test crate: true when `test` may run; without root it
-/// panics when `CI` is set (CI must not pass by skipping), and otherwise prints a skip
-/// straight to fd 2, past libtest's capture, so the skip is seen.
-pub fn root_or_skip(test: &str) -> bool {
-    if ensure_root().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test}: needs root (network namespaces, veth, BPF), and CI is set: refusing to skip"
-        );
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (network namespaces, veth, BPF)"
-    );
-    false
 }

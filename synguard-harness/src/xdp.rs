@@ -5,8 +5,9 @@
 //! dropped and counted as an xdp_tx error. Attaching this no-op to the peer makes synguard's
 //! native XDP_TX on the server veth actually deliver SYN+ACKs.
 //!
-//! The object is `src/bpf/xdp_pass.c` compiled by build.rs (`clang -target bpf`), embedded in
-//! the library and written to a temporary file for `ip link set … xdp obj`.
+//! The object is `src/bpf/xdp_pass.c`, embedded in the library as C and compiled with clang
+//! into a temporary file on first use (see [`crate::bpfobj`]), which `ip link set … xdp obj`
+//! then loads.
 
 use anyhow::{Context, Result};
 

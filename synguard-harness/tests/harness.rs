@@ -8,8 +8,8 @@ use std::{
 };
 
 use synguard_harness::{
-    ClientOptions, Family, FloodKind, FloodOptions, Role, Topology, TopologyOptions,
-    exclusive_cores, flood, netns, root_or_skip, xdp,
+    ClientOptions, Family, FloodKind, FloodOptions, Role, Topology, TopologyOptions, VethPair,
+    exclusive_cores, flood, netns, pin_dir, root_or_skip, xdp,
 };
 
 /// Asserts that none of the run's namespaces or links exist any more.
@@ -289,6 +289,40 @@ fn teardown_on_panic() {
         .downcast::<(Vec<String>, Vec<String>)>()
         .unwrap();
     assert_gone(&names.0, &names.1);
+}
+
+/// What a test adds to a [`VethPair`] after the fact (an extra interface, a pin directory
+/// for it, a file of its own) goes when the test panics, even if the pair is never dropped.
+/// Catches the leak `Lab::extra_ifaces` had: interfaces and pins only a Drop knew about.
+#[test]
+fn veth_pair_teardown_on_panic_removes_what_the_test_registered() {
+    if !root_or_skip("veth_pair_teardown_on_panic") {
+        return;
+    }
+    let h = std::thread::spawn(|| {
+        let p = VethPair::new().expect("veth pair");
+        let bridge = p.link_name('t');
+        p.register_link(&p.a.netns, &bridge).unwrap();
+        netns::ip(&["-n", &p.a.netns, "link", "add", &bridge, "type", "bridge"]).unwrap();
+        // Stands in for the pins a daemon on the bridge leaves when it is killed.
+        let pins = pin_dir(&bridge);
+        std::fs::create_dir_all(&pins).unwrap();
+        let file = std::env::temp_dir().join(format!("sgh-test-{}", p.suffix()));
+        p.register_path(&file).unwrap();
+        std::fs::write(&file, "x").unwrap();
+        let names = (vec![p.a.netns.clone(), p.b.netns.clone()], pins, file);
+        // Leak it so that only the panic hook can remove it, not Drop during unwinding.
+        std::mem::forget(p);
+        std::panic::panic_any(names);
+    });
+    let (nss, pins, file) = *h
+        .join()
+        .expect_err("thread must panic")
+        .downcast::<(Vec<String>, std::path::PathBuf, std::path::PathBuf)>()
+        .unwrap();
+    assert_gone(&nss, &[]);
+    assert!(!pins.exists(), "{} left behind", pins.display());
+    assert!(!file.exists(), "{} left behind", file.display());
 }
 
 /// Helper run in a child process by `teardown_on_sigterm`: builds a topology, prints its names

@@ -4,6 +4,7 @@
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
+use synguard_common::maps::Counter;
 use synguard_harness::{
     root_or_skip,
     scenario::{self, Protection, ScenarioOptions, ScenarioReport},
@@ -86,9 +87,33 @@ fn short_scenario_kernel_and_synguard() {
     let r = scenario::run(&short(), &prot, &quiet).expect("synguard run");
     check(&r);
     assert!(r.synguard_log.as_deref().unwrap_or("").contains("attached"));
+    let moved = |c: Counter| r.syn.synguard.get(c.name()).copied().unwrap_or(0);
+    let sg = &r.syn.synguard;
+    // synguard answered SYNs itself. Catches a daemon that attaches and counts but answers
+    // nothing (every SYN left to the kernel, whose own cookies would keep the clients
+    // working and the rest of this test green).
     assert!(
-        r.syn.synguard.contains_key("packets_seen"),
-        "synguard counted nothing: {:?}",
-        r.syn.synguard
+        moved(Counter::CookieSent) > 0,
+        "synguard sent no cookie: {sg:?}"
     );
+    assert_eq!(r.synack_out, moved(Counter::CookieSent), "{sg:?}");
+    // No SYN went around synguard to the kernel, in mode `always`: catches SYNs passed
+    // instead of answered, which the kernel would then handle.
+    assert_eq!(
+        moved(Counter::SynPassed),
+        0,
+        "SYNs reached the kernel: {sg:?}"
+    );
+    // The legit clients' handshakes went through cookies: their ACKs were validated and
+    // handed to the kernel as request sockets. The spoofed flood never ACKs (atk swallows
+    // the SYN+ACKs) and the forged-ACK phase is outside this window, so these are the
+    // clients'. Catches handshakes that complete around the cookie path (or not at all).
+    assert!(r.clients_ok > 0, "no client connected through synguard");
+    let assigned = moved(Counter::ReqskAssigned);
+    assert!(
+        (1..=r.clients_total as u64).contains(&assigned),
+        "{assigned} request sockets from cookies for {} clients: {sg:?}",
+        r.clients_total
+    );
+    assert!(moved(Counter::CookieAckValid) >= assigned, "{sg:?}");
 }

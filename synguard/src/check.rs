@@ -4,7 +4,16 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use crate::{listeners, loader, pinned::Pinned, pins, ports::PortSet, settings};
+use synguard_common::maps::Config;
+
+use crate::{
+    iface::{self, IfaceName, XdpRequest},
+    listeners,
+    pinned_maps::PinnedMaps,
+    ports::PortSet,
+    settings::Tunables,
+    state_dir,
+};
 
 /// Linux release that added `bpf_sk_assign_tcp_reqsk`.
 pub const MIN_KERNEL: (u32, u32) = (6, 9);
@@ -27,18 +36,9 @@ pub fn parse_release(r: &str) -> Option<(u32, u32, u32)> {
 }
 
 pub fn kernel_release() -> String {
-    // SAFETY: uname fills a zeroed struct.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return String::new();
-    }
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The kernel check, alone: `run` refuses to load on a kernel without the kfunc.
@@ -46,8 +46,8 @@ pub fn kernel_ok(release: &str) -> Result<(), String> {
     match parse_release(release) {
         Some((maj, min, _)) if (maj, min) >= MIN_KERNEL => Ok(()),
         Some((maj, _, _)) if maj >= 6 => Err(format!(
-            "Linux {release} has no {KFUNC} kfunc (added in {}.{}); the documented fallback for \
-             6.0-6.8 (kernel cookie helpers + nftables synproxy) is not implemented yet",
+            "Linux {release} has no {KFUNC} kfunc (added in {}.{}), and synguard has no fallback \
+             without it: it refuses to run on this kernel",
             MIN_KERNEL.0, MIN_KERNEL.1
         )),
         Some(_) => Err(format!(
@@ -62,8 +62,70 @@ pub fn require_kernel() -> Result<()> {
     kernel_ok(&kernel_release()).map_err(anyhow::Error::msg)
 }
 
-fn sysctl(name: &str) -> Result<i64, String> {
-    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+/// `net.ipv4.tcp_ecn`: our SYN+ACK accepts ECN setup only when it is 1 or 2.
+pub const TCP_ECN: &str = "net.ipv4.tcp_ecn";
+
+/// A sysctl the handoff needs, in the daemon's network namespace.
+pub struct RequiredSysctl {
+    pub name: &'static str,
+    pub min: i64,
+    /// What breaks without it.
+    pub why: &'static str,
+}
+
+/// The one table of sysctls the handoff needs: `check` reports them, `run` refuses to start
+/// without them (or sets them, with `--fix-sysctls`).
+pub const REQUIRED_SYSCTLS: &[RequiredSysctl] = &[
+    RequiredSysctl {
+        name: "net.ipv4.tcp_syncookies",
+        min: 1,
+        why: "the kernel accepts cookie ACKs only with syncookies on",
+    },
+    RequiredSysctl {
+        name: "net.ipv4.tcp_window_scaling",
+        min: 1,
+        why: "restores the window scale a cookie carries",
+    },
+    RequiredSysctl {
+        name: "net.ipv4.tcp_sack",
+        min: 1,
+        why: "restores SACK-permitted from a cookie",
+    },
+    RequiredSysctl {
+        name: "net.ipv4.tcp_timestamps",
+        min: 1,
+        why: "restores timestamps from a cookie",
+    },
+];
+
+impl RequiredSysctl {
+    /// `Ok(value)` if it is set as needed, else what is wrong (after the name), with the fix.
+    pub fn probe(&self) -> Result<i64, String> {
+        let RequiredSysctl { name, min, why } = *self;
+        match sysctl(name) {
+            Ok(v) if v >= min => Ok(v),
+            Ok(v) => Err(format!(
+                "is {v}, needs >= {min}: {why} (sysctl -w {name}={min})"
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets it to its minimum.
+    pub fn fix(&self) -> Result<(), String> {
+        let path = sysctl_path(self.name);
+        std::fs::write(&path, format!("{}\n", self.min))
+            .map_err(|e| format!("cannot write {path}: {e}"))
+    }
+}
+
+fn sysctl_path(name: &str) -> String {
+    format!("/proc/sys/{}", name.replace('.', "/"))
+}
+
+/// A sysctl's integer value, read from /proc/sys.
+pub fn sysctl(name: &str) -> Result<i64, String> {
+    let path = sysctl_path(name);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
     text.trim()
         .parse()
@@ -104,7 +166,7 @@ fn kfunc_in_btf() -> Result<bool, String> {
 
 /// Runs every check. `iface` and `ports` are optional: without ports, those of the running
 /// instance on `iface`, else the defaults.
-pub fn run_checks(iface: Option<&str>, ports: Option<PortSet>) -> Report {
+pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
     let mut r = Report { items: Vec::new() };
     let release = kernel_release();
     match kernel_ok(&release) {
@@ -133,60 +195,45 @@ pub fn run_checks(iface: Option<&str>, ports: Option<PortSet>) -> Report {
         );
     }
 
-    // (sysctl, minimum, what it is for)
-    for (name, min, why) in [
-        (
-            "net.ipv4.tcp_syncookies",
-            1,
-            "the kernel accepts cookie ACKs only with syncookies on",
-        ),
-        (
-            "net.ipv4.tcp_window_scaling",
-            1,
-            "restores the window scale a cookie carries",
-        ),
-        (
-            "net.ipv4.tcp_sack",
-            1,
-            "restores SACK-permitted from a cookie",
-        ),
-        (
-            "net.ipv4.tcp_timestamps",
-            1,
-            "restores timestamps from a cookie",
-        ),
-    ] {
-        match sysctl(name) {
-            Ok(v) if v >= min => r.push(name, Outcome::Ok(format!("{v}"))),
-            Ok(v) => r.push(
-                name,
-                Outcome::Fail(format!(
-                    "is {v}, needs >= {min}: {why} (sysctl -w {name}={min})"
-                )),
-            ),
-            Err(e) => r.push(name, Outcome::Fail(e)),
+    for s in REQUIRED_SYSCTLS {
+        match s.probe() {
+            Ok(v) => r.push(s.name, Outcome::Ok(format!("{v}"))),
+            Err(e) => r.push(s.name, Outcome::Fail(e)),
         }
     }
 
+    // Not required: it only decides whether our SYN+ACK accepts ECN, as the kernel's would.
+    match sysctl(TCP_ECN) {
+        Ok(v @ (1 | 2)) => r.push(TCP_ECN, Outcome::Ok(format!("{v}: ECN setup accepted"))),
+        Ok(v) => r.push(
+            TCP_ECN,
+            Outcome::Ok(format!(
+                "{v}: synguard's SYN+ACK refuses ECN setup, as the kernel's"
+            )),
+        ),
+        Err(e) => r.push(TCP_ECN, Outcome::Warn(e)),
+    }
+    netfilter_checks(&mut r);
+
     let mut ports = ports;
     if let Some(iface) = iface {
-        match loader::ifindex(iface) {
+        match iface::ifindex(iface) {
             Ok(idx) => {
                 r.push(
                     format!("interface {iface}"),
                     Outcome::Ok(format!("ifindex {idx}")),
                 );
-                match loader::choose_mode(iface, settings::XdpModeArg::Auto) {
+                match iface::choose_mode(iface, XdpRequest::Auto) {
                     Ok(c) => r.push(
                         "xdp mode (auto)",
-                        Outcome::Ok(format!("{}: {}", loader::mode_name(c.mode), c.reason)),
+                        Outcome::Ok(format!("{}: {}", c.mode, c.reason)),
                     ),
                     Err(e) => r.push("xdp mode (auto)", Outcome::Warn(format!("{e:#}"))),
                 }
-                let dir = pins::dir(iface);
+                let dir = state_dir::dir(iface);
                 if dir.is_dir() {
                     if ports.is_none() {
-                        ports = Pinned::at(&dir).ports().ok();
+                        ports = PinnedMaps::at(&dir).ports().ok();
                     }
                     r.push(
                         "synguard",
@@ -205,8 +252,7 @@ pub fn run_checks(iface: Option<&str>, ports: Option<PortSet>) -> Report {
             ),
         }
     }
-    let ports = ports
-        .unwrap_or_else(|| crate::ports::parse(settings::DEFAULT_PORTS).expect("default ports"));
+    let ports = ports.unwrap_or_else(|| Tunables::default().ports);
     let listening = listeners::listening_ports();
     for p in ports.iter() {
         if ports.len() > 64 && !listening.contains(&p) {
@@ -243,6 +289,175 @@ pub fn run_checks(iface: Option<&str>, ports: Option<PortSet>) -> Report {
     r
 }
 
+/// `net.netfilter.nf_conntrack_tcp_loose`: with 0, conntrack calls a cookie ACK (whose SYN
+/// it never saw) invalid, and the mark cannot help once a ruleset drops invalid first.
+pub const TCP_LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
+
+/// Netfilter never sees the SYN or our SYN+ACK: the sysctl and the rules that make it drop
+/// the cookie ACK.
+fn netfilter_checks(r: &mut Report) {
+    match sysctl(TCP_LOOSE) {
+        Ok(0) => r.push(
+            TCP_LOOSE,
+            Outcome::Fail(format!(
+                "is 0: conntrack finds every cookie ACK invalid (it never saw the SYN), and \
+                 rulesets drop invalid packets (sysctl -w {TCP_LOOSE}=1)"
+            )),
+        ),
+        Ok(v) => r.push(TCP_LOOSE, Outcome::Ok(format!("{v}"))),
+        // No conntrack in this namespace: nothing tracks, nothing drops for it.
+        Err(_) => r.push(TCP_LOOSE, Outcome::Ok("conntrack not loaded".into())),
+    }
+    let out = match std::process::Command::new("nft")
+        .args(["-j", "list", "ruleset"])
+        .output()
+    {
+        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) => {
+            let e = String::from_utf8_lossy(&o.stderr);
+            r.push(
+                "nftables",
+                Outcome::Warn(format!("nft -j list ruleset failed: {}", e.trim())),
+            );
+            return;
+        }
+        // No nft: nothing to read (iptables rulesets are not inspected).
+        Err(_) => return,
+    };
+    let problems = match serde_json::from_slice(&out) {
+        Ok(json) => cookie_ack_drops(&json),
+        Err(e) => {
+            r.push(
+                "nftables",
+                Outcome::Warn(format!("cannot parse nft -j output: {e}")),
+            );
+            return;
+        }
+    };
+    if problems.is_empty() {
+        r.push(
+            "nftables",
+            Outcome::Ok("no input/prerouting rule drops cookie ACKs".into()),
+        );
+    }
+    let Config {
+        handoff_mark,
+        handoff_mask,
+        ..
+    } = Config::DEFAULT;
+    for p in problems {
+        r.push(
+            "nftables",
+            Outcome::Warn(format!(
+                "{p}: it drops cookie ACKs (netfilter never saw their SYN) and the flow's \
+                 next packets; accept them first, by the handoff_mark synguard's TC sets: \
+                 `meta mark & {handoff_mask:#x} == {handoff_mark:#x} ct mark set meta mark \
+                 accept` then `ct mark & {handoff_mask:#x} == {handoff_mark:#x} accept`"
+            )),
+        );
+    }
+}
+
+/// The rules of an `nft -j list ruleset` that drop cookie ACKs: in an ip/ip6/inet base chain
+/// on the input or prerouting hook, a drop or reject of `ct state invalid` or of
+/// `ct state new` (which a cookie ACK is, without SYN), with no mark-accept rule before it
+/// in the chain. Rules in chains jumped to are not followed.
+fn cookie_ack_drops(json: &serde_json::Value) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let Some(items) = json.get("nftables").and_then(|v| v.as_array()) else {
+        return Vec::new();
+    };
+    let key = |o: &serde_json::Value| {
+        let f = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        (
+            f("family"),
+            f("table"),
+            f(if o.get("chain").is_some() {
+                "chain"
+            } else {
+                "name"
+            }),
+        )
+    };
+    let mut hooked: HashMap<(String, String, String), String> = HashMap::new();
+    let mut accepted: HashSet<(String, String, String)> = HashSet::new();
+    let mut out = Vec::new();
+    for item in items {
+        if let Some(c) = item.get("chain") {
+            let family = c.get("family").and_then(|v| v.as_str()).unwrap_or("");
+            let hook = c.get("hook").and_then(|v| v.as_str()).unwrap_or("");
+            if ["ip", "ip6", "inet"].contains(&family) && ["input", "prerouting"].contains(&hook) {
+                hooked.insert(key(c), hook.to_string());
+            }
+            continue;
+        }
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        let k = key(rule);
+        if !hooked.contains_key(&k) || accepted.contains(&k) {
+            continue;
+        }
+        let exprs = rule
+            .get("expr")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let has = |verdict: &str| exprs.iter().any(|e| e.get(verdict).is_some());
+        let matches_on = |what: &dyn Fn(&serde_json::Value) -> bool| {
+            exprs
+                .iter()
+                .filter_map(|e| e.get("match"))
+                .find(|m| m.get("left").is_some_and(|l| contains(l, what)))
+        };
+        if has("accept")
+            && matches_on(&|v| v.get("meta").and_then(|m| m.get("key")) == Some(&"mark".into()))
+                .is_some()
+        {
+            accepted.insert(k);
+            continue;
+        }
+        if !(has("drop") || has("reject")) {
+            continue;
+        }
+        let Some(ct) =
+            matches_on(&|v| v.get("ct").and_then(|m| m.get("key")) == Some(&"state".into()))
+        else {
+            continue;
+        };
+        let right = ct.get("right").cloned().unwrap_or_default();
+        let states: Vec<&str> = ["invalid", "new"]
+            .into_iter()
+            .filter(|s| contains(&right, &|v| v.as_str() == Some(s)))
+            .collect();
+        if states.is_empty() || ct.get("op").and_then(|v| v.as_str()) == Some("!=") {
+            continue;
+        }
+        out.push(format!(
+            "rule {} in {} {} {} (hook {}) drops ct state {}",
+            rule.get("handle")
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+            k.0,
+            k.1,
+            k.2,
+            hooked[&k],
+            states.join(",")
+        ));
+    }
+    out
+}
+
+/// Whether `v` or any value nested in it satisfies `what`.
+fn contains(v: &serde_json::Value, what: &dyn Fn(&serde_json::Value) -> bool) -> bool {
+    what(v)
+        || match v {
+            serde_json::Value::Array(a) => a.iter().any(|x| contains(x, what)),
+            serde_json::Value::Object(o) => o.values().any(|x| contains(x, what)),
+            _ => false,
+        }
+}
+
 pub fn print(r: &Report) -> Result<()> {
     for (what, o) in &r.items {
         let (tag, msg) = match o {
@@ -264,6 +479,37 @@ pub fn print(r: &Report) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// `nft -j list ruleset` of: meta mark & 0xffff == 0x5347 accept (when `marked`);
+    /// ct state invalid drop; tcp flags & (syn|ack) != syn ct state new drop.
+    fn ruleset(marked: bool) -> serde_json::Value {
+        let mark = r#"{"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 2, "expr": [{"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 65535]}, "right": 21319}}, {"accept": null}]}},"#;
+        let text = format!(
+            r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6"}}}}, {{"table": {{"family": "inet", "name": "filter", "handle": 1}}}}, {{"chain": {{"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}}}, {}
+            {{"rule": {{"family": "inet", "table": "filter", "chain": "input", "handle": 3, "expr": [{{"match": {{"op": "in", "left": {{"ct": {{"key": "state"}}}}, "right": "invalid"}}}}, {{"drop": null}}]}}}},
+            {{"rule": {{"family": "inet", "table": "filter", "chain": "input", "handle": 4, "expr": [{{"match": {{"op": "!=", "left": {{"&": [{{"payload": {{"protocol": "tcp", "field": "flags"}}}}, ["syn", "ack"]]}}, "right": "syn"}}}}, {{"match": {{"op": "in", "left": {{"ct": {{"key": "state"}}}}, "right": "new"}}}}, {{"drop": null}}]}}}},
+            {{"chain": {{"family": "inet", "table": "filter", "name": "output", "handle": 5, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}}}},
+            {{"rule": {{"family": "inet", "table": "filter", "chain": "output", "handle": 6, "expr": [{{"match": {{"op": "in", "left": {{"ct": {{"key": "state"}}}}, "right": "invalid"}}}}, {{"drop": null}}]}}}}]}}"#,
+            if marked { mark } else { "" }
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn rules_that_drop_cookie_acks_are_found_unless_a_mark_accept_comes_first() {
+        let found = cookie_ack_drops(&ruleset(false));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("rule 3") && found[0].ends_with("invalid"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("rule 4") && found[1].ends_with("new"),
+            "{found:?}"
+        );
+        assert_eq!(cookie_ack_drops(&ruleset(true)), Vec::<String>::new());
+        assert!(cookie_ack_drops(&serde_json::json!({})).is_empty());
+    }
+
     #[test]
     fn releases() {
         assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18, 44)));
@@ -280,7 +526,7 @@ mod tests {
         assert!(kernel_ok("7.0.1").is_ok());
         let e = kernel_ok("6.8.12").unwrap_err();
         assert!(
-            e.contains("no bpf_sk_assign_tcp_reqsk") && e.contains("not implemented"),
+            e.contains("no bpf_sk_assign_tcp_reqsk") && e.contains("no fallback"),
             "{e}"
         );
         assert!(kernel_ok("5.15.0").unwrap_err().contains("too old"));

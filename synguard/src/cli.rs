@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     daemon::RunOpts,
+    iface::{IfaceName, XdpRequest},
     ports::{self, PortSet},
-    settings::{self, FileConfig, Key, Setting, Tunables, XdpModeArg},
+    settings::{self, FileConfig, SettingFlags, Tunables},
 };
 
 #[derive(Parser, Debug)]
@@ -28,10 +29,10 @@ pub enum Cmd {
     /// maps at start: a restart replaces values changed live with `synguard set`.
     Run(Box<RunArgs>),
     /// Change a setting live, through the pinned CONFIG/PORTS maps.
-    #[command(after_help = SET_HELP)]
+    #[command(after_help = settings::set_help())]
     Set {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         /// Setting name (see below).
         key: String,
         value: String,
@@ -49,7 +50,7 @@ pub enum Cmd {
     /// Per-reason packet totals and rates, plus socket states on the protected ports.
     Stats {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         /// One JSON object per sample.
         #[arg(long)]
         json: bool,
@@ -63,14 +64,14 @@ pub enum Cmd {
     /// Attached or not, XDP mode, key epoch and age, and every setting.
     Status {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         #[arg(long)]
         json: bool,
     },
     /// Check the kernel, BTF, the kfunc, sysctls and listeners.
     Check {
         #[arg(long)]
-        iface: Option<String>,
+        iface: Option<IfaceName>,
         /// Ports that need a listener (default: those of the instance on --iface, else 80,443).
         #[arg(long, value_parser = ports::parse)]
         ports: Option<PortSet>,
@@ -78,49 +79,33 @@ pub enum Cmd {
     /// Detach the programs and remove the pins, keys and counters.
     Detach {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         /// Detach even though a daemon is running on the interface.
         #[arg(long)]
         force: bool,
     },
 }
 
-const SET_HELP: &str = "Settings:
-  mode           monitor | auto | always
-  ports          e.g. 80,443,8000-8080 (rewrites the PORTS bitmap)
-  syn_rate_on    auto mode engages above this many SYN/s (1..1e9)
-  syn_rate_off   ... and disengages below this many (0..syn_rate_on)
-  src_syn_rate   per-source SYN/s, 0 = no limit
-  src_syn_burst  per-source bucket depth, 0 = one second's worth
-  synack_rate    machine-wide SYN+ACK/s cap, 0 = none (stored per CPU, rounded up)
-  adv_mss4       MSS advertised over IPv4 (536..65495)
-  adv_mss6       MSS advertised over IPv6 (1220..65475)
-  synack_window  SYN+ACK receive window (1..65535)
-  ttl            TTL / hop limit of SYN+ACKs (1..255)
-  ecn            on | off
-  wscale         window scale (0..14); applies from the next key rotation, so cookies
-                 already in flight keep the one they were minted with";
-
 #[derive(Subcommand, Debug)]
 pub enum ListOp {
     /// Add one or more CIDRs (or bare addresses).
     Add {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         #[arg(required = true)]
         cidrs: Vec<String>,
     },
     /// Remove one or more CIDRs; nothing is removed if one is not in the list.
     Del {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         #[arg(required = true)]
         cidrs: Vec<String>,
     },
     /// List the entries, IPv4 first.
     List {
         #[arg(long)]
-        iface: String,
+        iface: IfaceName,
         #[arg(long)]
         json: bool,
     },
@@ -151,93 +136,41 @@ fn parse_rotation(s: &str) -> Result<Duration, String> {
     settings::parse_rotation(s)
 }
 
-fn parse_xdp(s: &str) -> Result<XdpModeArg, String> {
-    settings::parse_xdp_mode(s)
+fn parse_xdp(s: &str) -> Result<XdpRequest, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
     /// Interface to protect (or `iface` in the config file).
     #[arg(long)]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// TOML file with any of these settings; flags override it. Unknown keys are errors.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Protected ports [default: 80,443].
-    #[arg(long, value_parser = settings::flag(Key::Ports))]
-    pub ports: Option<Setting>,
-    /// monitor, auto or always [default: auto].
-    #[arg(long, value_parser = settings::flag(Key::Mode))]
-    pub mode: Option<Setting>,
     /// Prometheus endpoint, or off [default: 127.0.0.1:9531].
     #[arg(long, value_parser = parse_metrics)]
     pub metrics: Option<MetricsArg>,
     /// auto, native or generic [default: auto].
     #[arg(long, value_parser = parse_xdp)]
-    pub xdp_mode: Option<XdpModeArg>,
+    pub xdp_mode: Option<XdpRequest>,
     /// Key rotation period, 1s-24h; a cookie stays valid at least this long [default: 60s].
     #[arg(long, value_parser = parse_rotation)]
     pub key_rotation: Option<Duration>,
-    /// Window scale we advertise, 0-14 [default: 7].
-    #[arg(long, value_parser = settings::flag(Key::Wscale))]
-    pub wscale: Option<Setting>,
-    /// Auto mode engages above this many SYN/s [default: 1000].
-    #[arg(long, value_parser = settings::flag(Key::SynRateOn))]
-    pub syn_rate_on: Option<Setting>,
-    /// Auto mode disengages below this many SYN/s [default: 500].
-    #[arg(long, value_parser = settings::flag(Key::SynRateOff))]
-    pub syn_rate_off: Option<Setting>,
-    /// Per-source SYN/s, 0 = no limit [default: 0].
-    #[arg(long, value_parser = settings::flag(Key::SrcSynRate))]
-    pub src_syn_rate: Option<Setting>,
-    /// Per-source bucket depth, 0 = one second's worth [default: 0].
-    #[arg(long, value_parser = settings::flag(Key::SrcSynBurst))]
-    pub src_syn_burst: Option<Setting>,
-    /// Machine-wide SYN+ACK/s cap, 0 = none [default: 0].
-    #[arg(long, value_parser = settings::flag(Key::SynackRate))]
-    pub synack_rate: Option<Setting>,
-    /// IPv4 MSS we advertise [default: 1460].
-    #[arg(long, value_parser = settings::flag(Key::AdvMss4))]
-    pub adv_mss4: Option<Setting>,
-    /// IPv6 MSS we advertise [default: 1440].
-    #[arg(long, value_parser = settings::flag(Key::AdvMss6))]
-    pub adv_mss6: Option<Setting>,
-    /// SYN+ACK receive window [default: 65535].
-    #[arg(long, value_parser = settings::flag(Key::SynackWindow))]
-    pub synack_window: Option<Setting>,
-    /// SYN+ACK TTL / hop limit [default: 64].
-    #[arg(long, value_parser = settings::flag(Key::Ttl))]
-    pub ttl: Option<Setting>,
-    /// Accept ECN setup: on or off [default: on].
-    #[arg(long, value_parser = settings::flag(Key::Ecn))]
-    pub ecn: Option<Setting>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// On SIGINT/SIGTERM, exit but leave the programs attached and the pins (keys, counters)
     /// in place, for a restart or upgrade without a gap. `synguard detach` removes them.
     #[arg(long)]
     pub keep_attached: bool,
+    /// Set the sysctls the cookie handoff needs (tcp_syncookies, tcp_sack, tcp_timestamps,
+    /// tcp_window_scaling) in this network namespace instead of refusing to start, and log
+    /// each change.
+    #[arg(long)]
+    pub fix_sysctls: bool,
 }
 
 impl RunArgs {
-    fn settings(&self) -> impl Iterator<Item = &Setting> {
-        [
-            &self.mode,
-            &self.ports,
-            &self.wscale,
-            &self.syn_rate_on,
-            &self.syn_rate_off,
-            &self.src_syn_rate,
-            &self.src_syn_burst,
-            &self.synack_rate,
-            &self.adv_mss4,
-            &self.adv_mss6,
-            &self.synack_window,
-            &self.ttl,
-            &self.ecn,
-        ]
-        .into_iter()
-        .flatten()
-    }
-
     /// Defaults, then the config file, then the flags; validated as a whole.
     pub fn resolve(&self) -> Result<RunOpts> {
         let file = match &self.config {
@@ -249,7 +182,7 @@ impl RunArgs {
 
     pub fn resolve_with(&self, file: FileConfig) -> Result<RunOpts> {
         let mut t = Tunables::default();
-        for s in file.settings.iter().chain(self.settings()) {
+        for s in file.settings.iter().chain(self.settings.iter()) {
             t.apply(s);
         }
         t.validate().map_err(anyhow::Error::msg)?;
@@ -269,12 +202,13 @@ impl RunArgs {
             iface,
             tunables: t,
             metrics,
-            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpModeArg::Auto),
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpRequest::Auto),
             rotation: self
                 .key_rotation
                 .or(file.key_rotation)
                 .unwrap_or(settings::DEFAULT_ROTATION),
             keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
+            fix_sysctls: self.fix_sysctls,
         })
     }
 }
@@ -304,10 +238,10 @@ mod tests {
     #[test]
     fn run_defaults() {
         let o = run_args(&["run", "--iface", "eth0"]).resolve().unwrap();
-        assert_eq!(o.iface, "eth0");
+        assert_eq!(o.iface.as_str(), "eth0");
         assert_eq!(o.tunables, Tunables::default());
         assert_eq!(o.metrics.unwrap().to_string(), "127.0.0.1:9531");
-        assert_eq!(o.xdp_mode, XdpModeArg::Auto);
+        assert_eq!(o.xdp_mode, XdpRequest::Auto);
         assert_eq!(o.rotation, Duration::from_secs(60));
         assert!(!o.keep_attached);
     }
@@ -328,7 +262,7 @@ mod tests {
             "2m",
         ]);
         let o = a.resolve_with(file).unwrap();
-        assert_eq!(o.iface, "from-file");
+        assert_eq!(o.iface.as_str(), "from-file");
         assert_eq!(o.tunables.mode, Mode::Always);
         assert_eq!(o.tunables.ttl, 20);
         assert_eq!(o.tunables.ports.to_string(), "22");
@@ -393,6 +327,22 @@ mod tests {
                 "longer than 0s",
             ),
             (vec!["check", "--ports", "99999"], "expected 1-65535"),
+            (vec!["detach", "--iface", ".."], "invalid interface name"),
+            (vec!["detach", "--iface", "."], "invalid interface name"),
+            (vec!["status", "--iface", "a/b"], "invalid interface name"),
+            (
+                vec!["set", "--iface", "", "ttl", "3"],
+                "invalid interface name",
+            ),
+            (vec!["run", "--iface", "eth0:1"], "invalid interface name"),
+            (
+                vec!["check", "--iface", "a234567890123456"],
+                "invalid interface name",
+            ),
+            (
+                vec!["allow", "list", "--iface", "../../tmp"],
+                "invalid interface name",
+            ),
             (vec!["allow", "add", "--iface", "x"], "required"),
         ] {
             let e = parse(&args).unwrap_err().to_string();

@@ -14,23 +14,29 @@ use log::{info, warn};
 use synguard_common::maps::{Config, Counter, Mode, names};
 
 use crate::{
-    auto::{self, Hysteresis, RateMeter, Transition},
-    check, keys, lists, loader,
+    attach::{self, Existing},
+    auto::{self, Hysteresis, RateMeter, Rates, Thresholds, Transition},
+    check,
+    iface::{self, IfaceName, XdpHook, XdpMode, XdpRequest},
+    keys, lists, local_addrs,
     metrics::{self, Live},
-    pinned,
-    pins::{self, RunState},
-    settings::{self, Tunables, XdpModeArg},
+    pinned_maps,
+    run_state::{self, RunState},
+    settings::{self, Tunables},
+    state_dir,
 };
 
 /// Everything `run` needs, validated.
 #[derive(Clone, Debug)]
 pub struct RunOpts {
-    pub iface: String,
+    pub iface: IfaceName,
     pub tunables: Tunables,
     pub metrics: Option<SocketAddr>,
-    pub xdp_mode: XdpModeArg,
+    pub xdp_mode: XdpRequest,
     pub rotation: Duration,
     pub keep_attached: bool,
+    /// Set the required sysctls instead of refusing to start without them.
+    pub fix_sysctls: bool,
 }
 
 fn take(ebpf: &mut aya::Ebpf, name: &str) -> Result<Map> {
@@ -42,7 +48,8 @@ struct Attached {
     ring: keys::KeyRing,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, u64>,
-    mode: String,
+    /// `None` when a takeover cannot tell the pinned link's mode.
+    mode: Option<XdpMode>,
     reason: String,
     key_rotated_unix: u64,
 }
@@ -50,8 +57,10 @@ struct Attached {
 pub fn run(o: RunOpts) -> Result<()> {
     // Everything that can be checked is checked before anything is created or written.
     o.tunables.validate().map_err(anyhow::Error::msg)?;
-    let ifindex = loader::ifindex(&o.iface)?;
+    let ifindex = iface::ifindex(&o.iface)?;
+    iface::require_ethernet(&o.iface, ifindex)?;
     check::require_kernel()?;
+    require_sysctls(o.fix_sysctls)?;
     let ncpus = settings::ncpus()?;
     let metrics_listener = match o.metrics {
         Some(addr) => Some(std::net::TcpListener::bind(addr).with_context(|| {
@@ -63,26 +72,26 @@ pub fn run(o: RunOpts) -> Result<()> {
         None => None,
     };
 
-    let dir_existed = pins::dir(&o.iface).is_dir();
-    let dir = pins::ensure_dir(&o.iface)?;
-    let _lock = pins::lock(&dir, &o.iface)?;
-    let existing = loader::existing_links(&dir, ifindex)?;
-    if existing == loader::Existing::Stale {
+    let dir_existed = state_dir::dir(&o.iface).is_dir();
+    let dir = state_dir::ensure_dir(&o.iface)?;
+    let _lock = state_dir::lock(&dir, &o.iface)?;
+    let existing = attach::existing_links(&dir, ifindex)?;
+    if existing == Existing::Stale {
         warn!(
             "{}: removing stale link pins in {} (not attached to this interface any more)",
             o.iface,
             dir.display()
         );
-        loader::remove_link_pins(&dir)?;
+        attach::remove_link_pins(&dir)?;
     }
-    let live = matches!(existing, loader::Existing::Live { .. });
+    let live = matches!(existing, Existing::Live { .. });
 
     let mut att = match setup(&o, &dir, ifindex, ncpus, live) {
         Ok(a) => a,
         Err(e) => {
             if !live {
                 // Leave nothing half-attached; drop the pin directory if we made it.
-                let _ = loader::remove_link_pins(&dir);
+                let _ = attach::remove_link_pins(&dir);
                 if !dir_existed {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
@@ -93,11 +102,11 @@ pub fn run(o: RunOpts) -> Result<()> {
 
     let mut rs = RunState {
         pid: std::process::id(),
-        started_unix: pins::unix_now(),
+        started_unix: run_state::unix_now(),
         key_rotated_unix: att.key_rotated_unix,
         key_epoch: att.ring.active()?.epoch,
         rotation_secs: o.rotation.as_secs(),
-        xdp_mode: att.mode.clone(),
+        xdp_mode: att.mode,
         xdp_reason: att.reason.clone(),
     };
     if let Err(e) = rs.store(&o.iface) {
@@ -118,11 +127,36 @@ pub fn run(o: RunOpts) -> Result<()> {
     } else {
         info!("detaching from {}", o.iface);
         if dir.is_dir() {
-            loader::detach(&dir)?;
+            attach::detach(&dir)?;
         }
         RunState::remove(&o.iface);
     }
     result
+}
+
+/// Refuses to start, with every fix in the message, while a sysctl of
+/// [`check::REQUIRED_SYSCTLS`] is off in this network namespace; with `fix`, sets it instead
+/// and logs the change. Before anything is created, so a refusal leaves nothing behind.
+fn require_sysctls(fix: bool) -> Result<()> {
+    let mut wrong = Vec::new();
+    for s in check::REQUIRED_SYSCTLS {
+        let Err(e) = s.probe() else { continue };
+        if fix {
+            s.fix()
+                .map_err(|w| anyhow::anyhow!("--fix-sysctls: {} {e}: {w}", s.name))?;
+            info!("--fix-sysctls: set {}={} (it {e})", s.name, s.min);
+        } else {
+            wrong.push(format!("{} {e}", s.name));
+        }
+    }
+    if !wrong.is_empty() {
+        anyhow::bail!(
+            "the cookie handoff needs these sysctls in this network namespace (or pass \
+             --fix-sysctls to set them):\n  {}",
+            wrong.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// Loads, writes the settings, sets up keys and attaches (or replaces).
@@ -132,13 +166,7 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     } else {
         // Native and generic XDP cannot be active together, and a foreign program holds
         // the hook: say so plainly instead of failing the attach with EBUSY.
-        let link = crate::netlink::get_link(ifindex, None)?;
-        if let Some((id, how)) = link
-            .xdp
-            .native()
-            .map(|id| (id, "native"))
-            .or(link.xdp.generic().map(|id| (id, "generic")))
-        {
+        if let Some((id, how)) = iface::xdp_occupant(ifindex)? {
             anyhow::bail!(
                 "{} already has a {how} XDP program (id {id}) that synguard did not pin; \
                  remove it first (ip link set dev {} xdp off)",
@@ -146,13 +174,19 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
                 o.iface
             );
         }
-        Some(loader::choose_mode(&o.iface, o.xdp_mode)?)
+        Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
     };
-    let mut ebpf = loader::load(dir)?;
+    let mut ebpf = attach::load(dir)?;
+    // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
+    local_addrs::start(
+        take(&mut ebpf, names::LOCAL_ADDRS)?,
+        take(&mut ebpf, names::IFACES)?,
+        ifindex,
+    )?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
     config.set(0, &o.tunables.to_config(ncpus), 0)?;
     let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
-    pinned::write_ports(&mut ports, &o.tunables.ports)?;
+    pinned_maps::write_ports(&mut ports, &o.tunables.ports)?;
     let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
     let mut ring = keys::KeyRing::new(
         Array::try_from(take(&mut ebpf, names::KEYS)?)?,
@@ -164,7 +198,7 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     // so a restart neither shortens a key's life nor resets it.
     let key_rotated_unix = match RunState::load(&o.iface) {
         Some(prev) if reused && prev.key_epoch == epoch => prev.key_rotated_unix,
-        _ => pins::unix_now(),
+        _ => run_state::unix_now(),
     };
     info!(
         "cookie key epoch {epoch} ({})",
@@ -176,47 +210,41 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     );
 
     let (mode, reason) = if live {
-        loader::replace(&mut ebpf, dir)?;
-        let xdp = crate::bpfsys::pinned_link(&dir.join(pins::XDP_LINK))?
-            .context("XDP link pin vanished")?;
-        let mode = loader::attached_mode(ifindex, xdp.prog_id).unwrap_or("unknown");
+        attach::replace(&mut ebpf, dir)?;
+        let [xdp_pin, _] = state_dir::link_pins(dir);
+        let xdp = attach::pinned_link(&xdp_pin)?.context("XDP link pin vanished")?;
+        let mode = match iface::xdp_hook(ifindex, xdp.prog_id) {
+            Ok(XdpHook::Ours(m)) => Some(m),
+            _ => None,
+        };
+        let shown = mode.map_or("unknown", XdpMode::name);
         let prev_reason = RunState::load(&o.iface)
             .map(|r| r.xdp_reason)
             .unwrap_or_else(|| "mode of the pinned link".into());
-        let want = match o.xdp_mode {
-            XdpModeArg::Native => Some("native"),
-            XdpModeArg::Generic => Some("generic"),
-            XdpModeArg::Auto => None,
-        };
-        if let Some(w) = want.filter(|w| *w != mode) {
+        if let XdpRequest::Exactly(w) = o.xdp_mode
+            && Some(w) != mode
+        {
             warn!(
-                "{}: --xdp-mode {w} ignored: the pinned XDP link stays in {mode} mode (a link \
+                "{}: --xdp-mode {w} ignored: the pinned XDP link stays in {shown} mode (a link \
                  cannot change mode; `synguard detach` and start again to switch)",
                 o.iface
             );
         }
         info!(
             "{}: took over the pinned links of a previous run: programs replaced in place \
-             (no detach gap), XDP {mode}, maps/keys/counters reused",
+             (no detach gap), XDP {shown}, maps/keys/counters reused",
             o.iface
         );
-        (mode.to_string(), prev_reason)
+        (mode, prev_reason)
     } else {
-        let choice = choice.expect("chosen above");
-        let got = loader::attach(&mut ebpf, &o.iface, &choice, dir)?;
-        info!(
-            "{}: XDP {}: {}",
-            o.iface,
-            loader::mode_name(got.mode),
-            got.reason
-        );
-        (loader::mode_name(got.mode).to_string(), got.reason)
+        let choice = choice.context("no XDP mode chosen for a fresh attach")?;
+        let got = attach::attach(&mut ebpf, &o.iface, &choice, dir)?;
+        info!("{}: XDP {}: {}", o.iface, got.mode, got.reason);
+        (Some(got.mode), got.reason)
     };
     info!(
         "synguard attached to {}, mode {}, ports {}",
-        o.iface,
-        settings::mode_name(o.tunables.mode),
-        o.tunables.ports
+        o.iface, o.tunables.mode, o.tunables.ports
     );
     Ok(Attached {
         ring,
@@ -263,15 +291,17 @@ async fn event_loop(
     let mut sample = tokio::time::interval(auto::SAMPLE);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut meter = RateMeter::default();
+    let mut ack_meter = RateMeter::default();
     let mut hyst = Hysteresis::new(att.ring.engaged()?);
     let mut last_dir_check = Instant::now();
     let mut last_peer_check = Instant::now();
     // Native XDP on a veth only transmits while the peer keeps a native XDP program.
-    let watch_peer = att.mode == "native" && matches!(loader::veth_peer(&o.iface), Ok(Some(_)));
+    let watch_peer =
+        att.mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&o.iface), Ok(Some(_)));
     let mut peer_ok = true;
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
-    let age = Duration::from_secs(pins::unix_now().saturating_sub(att.key_rotated_unix));
+    let age = Duration::from_secs(run_state::unix_now().saturating_sub(att.key_rotated_unix));
     let first = o.rotation.saturating_sub(age);
     let rotate_at = tokio::time::sleep(first);
     tokio::pin!(rotate_at);
@@ -284,7 +314,7 @@ async fn event_loop(
                 // wscale comes from CONFIG, so `synguard set wscale` applies from here on.
                 let cfg = att.config.get(&0, 0)?;
                 let k = att.ring.rotate(cfg.wscale.min(14))?;
-                rs.key_rotated_unix = pins::unix_now();
+                rs.key_rotated_unix = run_state::unix_now();
                 rs.key_epoch = k.epoch;
                 if let Err(e) = rs.store(&o.iface) {
                     warn!("cannot record run state: {e:#}");
@@ -297,29 +327,37 @@ async fn event_loop(
                 if let Err(e) = list_flags.refresh() {
                     warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);
                 }
-                let syn = pinned::read_counter(&att.counters, Counter::SynSeen)?;
+                let syn = pinned_maps::read_counter(&att.counters, Counter::SynSeen)?;
+                // One continuous count of forged ACKs, whichever side of the engage.
+                let forged_acks = pinned_maps::read_counter(&att.counters, Counter::AckPassedUnengaged)?
+                    .saturating_add(pinned_maps::read_counter(&att.counters, Counter::CookieAckInvalid)?);
+                let ack_rate = ack_meter.sample(forged_acks, now);
                 if let Some(rate) = meter.sample(syn, now) {
                     live.set_syn_rate(rate);
                     let cfg = att.config.get(&0, 0)?;
-                    if let Some(t) = hyst.update(rate, cfg.syn_rate_on, cfg.syn_rate_off, now) {
+                    let th = Thresholds::of(&cfg);
+                    let rates = Rates { syn: rate, forged_ack: ack_rate.unwrap_or(0.0) };
+                    if let Some(t) = hyst.update(rates, th, now) {
                         att.ring.set_engaged(t == Transition::Engage)?;
-                        let mode = Mode::from_u32(cfg.mode).map(settings::mode_name).unwrap_or("?");
+                        let mode = Mode::from_u32(cfg.mode);
+                        let mode_name = mode.map_or("?", Mode::name);
                         match t {
                             Transition::Engage => info!(
-                                "{}: engaged: SYN rate {rate:.0}/s above syn_rate_on {} (mode {mode}{})",
-                                o.iface, cfg.syn_rate_on,
-                                if mode == "auto" { ": answering SYNs with cookies" } else { ": no effect outside auto" }
+                                "{}: engaged: {} (SYN {rate:.0}/s, syn_rate_on {}; forged ACK {:.0}/s, ack_rate_on {}) (mode {mode_name}{})",
+                                o.iface, th.trigger(rates).unwrap_or("?"), cfg.syn_rate_on,
+                                rates.forged_ack, cfg.ack_rate_on,
+                                if mode == Some(Mode::Auto) { ": answering SYNs with cookies" } else { ": no effect outside auto" }
                             ),
                             Transition::Disengage => info!(
-                                "{}: disengaged: SYN rate {rate:.0}/s below syn_rate_off {} for {:?} (mode {mode})",
-                                o.iface, cfg.syn_rate_off, auto::HOLD
+                                "{}: disengaged: SYN rate {rate:.0}/s below syn_rate_off {} and forged-ACK rate {:.0}/s below ack_rate_off {} for {:?} (mode {mode_name})",
+                                o.iface, cfg.syn_rate_off, rates.forged_ack, cfg.ack_rate_off, auto::HOLD
                             ),
                         }
                     }
                 }
                 if watch_peer && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
                     last_peer_check = now;
-                    if let Ok(Some((peer, prog))) = loader::veth_peer(&o.iface) {
+                    if let Ok(Some((peer, prog))) = iface::veth_peer(&o.iface) {
                         if peer_ok && prog.is_none() {
                             warn!(
                                 "{}: the veth peer {peer} no longer runs a native XDP program: it \

@@ -3,11 +3,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Array, Map, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::{Array, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
 use ipnet::IpNet;
 use synguard_common::maps::{LIST_ENTRIES, ListSlot, names};
 
-use crate::pinned::Pinned;
+use crate::{iface::IfaceName, pinned_maps::PinnedMaps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum List {
@@ -67,16 +67,9 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 type Trie4 = LpmTrie<MapData, [u8; 4], u8>;
 type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
 
-fn open(p: &Pinned, name: &str) -> Result<Map> {
-    Ok(Map::LpmTrie(p.map(name)?))
-}
-
-fn tries(p: &Pinned, list: List) -> Result<(Trie4, Trie6)> {
+fn tries(p: &PinnedMaps, list: List) -> Result<(Trie4, Trie6)> {
     let (n4, n6) = list.maps();
-    Ok((
-        LpmTrie::try_from(open(p, n4)?)?,
-        LpmTrie::try_from(open(p, n6)?)?,
-    ))
+    Ok((p.lpm_trie(n4)?, p.lpm_trie(n6)?))
 }
 
 /// Every entry of an LPM trie pair, v4 first.
@@ -100,16 +93,16 @@ fn entries(t4: &Trie4, t6: &Trie6) -> Result<Vec<IpNet>> {
     Ok(out)
 }
 
-pub fn list(iface: &str, list: List) -> Result<Vec<IpNet>> {
-    let p = Pinned::open(iface)?;
+pub fn list(iface: &IfaceName, list: List) -> Result<Vec<IpNet>> {
+    let p = PinnedMaps::open(iface)?;
     let (t4, t6) = tries(&p, list)?;
     entries(&t4, &t6)
 }
 
 /// Adds every CIDR, or none: all are parsed first.
-pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
+pub fn add(iface: &IfaceName, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     let nets = parse_all(cidrs)?;
-    let p = Pinned::open(iface)?;
+    let p = PinnedMaps::open(iface)?;
     let (mut t4, mut t6) = tries(&p, list)?;
     let existing = entries(&t4, &t6)?;
     let mut flags = flags_map(&p)?;
@@ -152,9 +145,9 @@ pub fn add(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
 }
 
 /// Removes every CIDR; fails without removing anything if one is not in the list.
-pub fn del(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
+pub fn del(iface: &IfaceName, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     let nets = parse_all(cidrs)?;
-    let p = Pinned::open(iface)?;
+    let p = PinnedMaps::open(iface)?;
     let (mut t4, mut t6) = tries(&p, list)?;
     let existing = entries(&t4, &t6)?;
     for net in &nets {
@@ -184,8 +177,8 @@ pub fn del(iface: &str, list: List, cidrs: &[String]) -> Result<Vec<String>> {
     Ok(msgs)
 }
 
-fn flags_map(p: &Pinned) -> Result<Array<MapData, u32>> {
-    Ok(Array::try_from(Map::Array(p.map(names::LIST_FLAGS)?))?)
+fn flags_map(p: &PinnedMaps) -> Result<Array<MapData, u32>> {
+    p.array(names::LIST_FLAGS)
 }
 
 /// The daemon's view of the lists: it recounts them and keeps `LIST_FLAGS` true, so the data
@@ -212,8 +205,8 @@ impl TrieAny {
 }
 
 impl ListFlags {
-    pub fn open(iface: &str) -> Result<ListFlags> {
-        let p = Pinned::open(iface)?;
+    pub fn open(iface: &IfaceName) -> Result<ListFlags> {
+        let p = PinnedMaps::open(iface)?;
         let (a4, a6) = tries(&p, List::Allow)?;
         let (d4, d6) = tries(&p, List::Deny)?;
         Ok(ListFlags {

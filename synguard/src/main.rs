@@ -1,20 +1,22 @@
 //! `synguard`: the controller and CLI.
 
+mod attach;
 mod auto;
-mod bpfsys;
 mod check;
 mod cli;
 mod daemon;
+mod iface;
 mod keys;
 mod listeners;
 mod lists;
-mod loader;
+mod local_addrs;
 mod metrics;
-mod netlink;
-mod pinned;
-mod pins;
+mod pinned_maps;
 mod ports;
+mod rtnl;
+mod run_state;
 mod settings;
+mod state_dir;
 mod stats;
 mod status;
 
@@ -23,10 +25,9 @@ use clap::Parser;
 
 use crate::{
     cli::{Cli, Cmd, ListOp},
+    iface::IfaceName,
     lists::List,
-    pinned::Pinned,
-    pins::RunState,
-    settings::{Key, Tunables, Value},
+    run_state::RunState,
 };
 
 fn main() {
@@ -36,8 +37,12 @@ fn main() {
         // Short-lived commands die quietly on a closed pipe (`synguard stats | head`), as
         // Unix tools do. The daemon keeps Rust's default (ignored), so a scraper hanging up
         // can never kill it.
-        // SAFETY: setting a signal disposition before any thread exists.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: SIG_DFL installs no handler, so none of signal(2)'s handler-safety rules
+        // apply; no other thread exists yet. nix marks every disposition change unsafe.
+        if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+            log::debug!("cannot restore the default SIGPIPE action: {e}");
+        }
     }
     if let Err(e) = dispatch(cli.cmd) {
         eprintln!("error: {e:#}");
@@ -48,7 +53,7 @@ fn main() {
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Run(args) => daemon::run(args.resolve()?),
-        Cmd::Set { iface, key, value } => set(&iface, &key, &value),
+        Cmd::Set { iface, key, value } => settings::set_live(&iface, &key, &value),
         Cmd::Allow { op } => list_op(List::Allow, op),
         Cmd::Deny { op } => list_op(List::Deny, op),
         Cmd::Stats {
@@ -58,49 +63,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             sample,
         } => stats::stats(&iface, json, watch, sample),
         Cmd::Status { iface, json } => status::status(&iface, json),
-        Cmd::Check { iface, ports } => check::print(&check::run_checks(iface.as_deref(), ports)),
+        Cmd::Check { iface, ports } => check::print(&check::run_checks(iface.as_ref(), ports)),
         Cmd::Detach { iface, force } => detach(&iface, force),
     }
-}
-
-/// `synguard set`: parse and validate against the live configuration, then write once.
-fn set(iface: &str, key: &str, value: &str) -> Result<()> {
-    let key = Key::from_name(key).map_err(anyhow::Error::msg)?;
-    let setting = key.parse(value).map_err(anyhow::Error::msg)?;
-    let p = Pinned::open(iface)?;
-    let ncpus = settings::ncpus()?;
-    let mut cfg_map = p.config_map()?;
-    let cur = cfg_map.get(&0, 0)?;
-    let mut t = Tunables::from_config(&cur, p.ports()?, ncpus);
-    t.apply(&setting);
-    t.validate()
-        .map_err(|e| anyhow::anyhow!("refusing {setting}: {e}"))?;
-    if let Value::Ports(ports) = &setting.value {
-        pinned::write_ports(&mut p.ports_map()?, ports)?;
-    } else {
-        let mut new = t.to_config(ncpus);
-        if key != Key::SynackRate {
-            // Keep the stored per-CPU value exactly; re-deriving it could round it.
-            new.synack_rate_per_cpu = cur.synack_rate_per_cpu;
-        }
-        cfg_map.set(0, &new, 0)?;
-    }
-    println!("{iface}: {setting}");
-    match key {
-        Key::Wscale => println!(
-            "note: wscale applies to keys minted from the next rotation on{}; cookies in flight \
-             keep the wscale they were minted with",
-            RunState::load(iface)
-                .map(|r| format!(" (every {}s)", r.rotation_secs))
-                .unwrap_or_default()
-        ),
-        Key::SynackRate => println!(
-            "stored as {} SYN+ACK/s per CPU on {ncpus} CPUs",
-            settings::per_cpu(t.synack_rate, ncpus)
-        ),
-        _ => {}
-    }
-    Ok(())
 }
 
 fn list_op(list: List, op: ListOp) -> Result<()> {
@@ -130,12 +95,11 @@ fn list_op(list: List, op: ListOp) -> Result<()> {
     Ok(())
 }
 
-fn detach(iface: &str, force: bool) -> Result<()> {
-    let dir = pins::existing_dir(iface)?;
-    if pins::try_lock(&dir)?.is_none() {
-        let who = RunState::load(iface)
-            .filter(|r| pins::is_synguard(r.pid))
-            .map(|r| format!(" (pid {})", r.pid))
+fn detach(iface: &IfaceName, force: bool) -> Result<()> {
+    let dir = state_dir::existing_dir(iface)?;
+    if state_dir::try_lock(&dir)?.is_none() {
+        let who = RunState::live_pid(iface)
+            .map(|pid| format!(" (pid {pid})"))
             .unwrap_or_default();
         if !force {
             bail!(
@@ -145,7 +109,7 @@ fn detach(iface: &str, force: bool) -> Result<()> {
         }
         log::warn!("detaching under a running daemon{who} (--force); it will exit");
     }
-    loader::detach(&dir)?;
+    attach::detach(&dir)?;
     RunState::remove(iface);
     println!("detached synguard from {iface}");
     Ok(())

@@ -23,7 +23,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{listeners, pinned::Pinned};
+use crate::{listeners, pinned_maps::PinnedMaps};
 
 /// Values only the daemon knows (not in any map).
 #[derive(Debug, Default)]
@@ -48,43 +48,38 @@ pub struct MapCollector {
 
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let p = Pinned::at(&self.dir);
-        // A map that cannot be read (pins removed under us) is left out of the scrape.
-        if let Ok(counters) = p.counters() {
-            let mut m = enc.encode_descriptor(
-                "synguard_packets",
-                "Packets by synguard verdict reason (summed over CPUs)",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (c, v) in counters {
-                let labels = [("reason", c.name())];
-                ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        // Maps that cannot be read (pins removed under us) are left out of the scrape.
+        let snap = PinnedMaps::at(&self.dir).snapshot().ok();
+        if let Some(snap) = &snap {
+            {
+                let mut m = enc.encode_descriptor(
+                    "synguard_packets",
+                    "Packets by synguard verdict reason (summed over CPUs)",
+                    None,
+                    prometheus_client::metrics::MetricType::Counter,
+                )?;
+                for &(c, v) in &snap.counters {
+                    let labels = [("reason", c.name())];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
             }
-        }
-        if let Ok(st) = p.state() {
             gauge(
                 &mut enc,
                 "synguard_engaged",
                 "1 while the SYN rate is above the auto-mode trigger (hysteresis)",
-                i64::from(st.engaged),
+                i64::from(snap.state.engaged),
             )?;
-            if let Ok(keys) = p.keys() {
-                let k = keys[(st.active_key & 1) as usize];
-                gauge(
-                    &mut enc,
-                    "synguard_key_epoch",
-                    "Epoch of the cookie key used for minting",
-                    i64::from(k.epoch),
-                )?;
-            }
-        }
-        if let Ok(cfg) = p.config() {
+            gauge(
+                &mut enc,
+                "synguard_key_epoch",
+                "Epoch of the cookie key used for minting",
+                i64::from(snap.active_key().epoch),
+            )?;
             gauge(
                 &mut enc,
                 "synguard_mode",
                 "Configured mode: 0 monitor, 1 auto, 2 always",
-                i64::from(cfg.mode),
+                i64::from(snap.config.mode),
             )?;
         }
         let rate = ConstGauge::new(self.live.syn_rate());
@@ -94,8 +89,8 @@ impl Collector for MapCollector {
             None,
             rate.metric_type(),
         )?)?;
-        if let Ok(ports) = p.ports() {
-            let states = listeners::read(&ports);
+        if let Some(snap) = &snap {
+            let states = listeners::read(&snap.tunables.ports);
             let mut m = enc.encode_descriptor(
                 "synguard_listener_sockets",
                 "TCP sockets on the protected ports by state (this network namespace)",

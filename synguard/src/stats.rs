@@ -8,14 +8,14 @@ use serde::Serialize;
 use synguard_common::maps::Counter;
 
 use crate::{
+    iface::{self, IfaceName},
     listeners::{self, ListenerStates},
-    loader,
-    pinned::{self, Pinned},
-    settings,
+    pinned_maps::PinnedMaps,
 };
 
 #[derive(Serialize)]
-struct Snapshot {
+/// One `stats` sample, as printed.
+struct Sample {
     iface: String,
     mode: &'static str,
     engaged: bool,
@@ -28,33 +28,34 @@ struct Snapshot {
     listeners: Option<ListenerStates>,
 }
 
-pub fn stats(iface: &str, json: bool, watch: Option<Duration>, sample: Duration) -> Result<()> {
-    let p = Pinned::open(iface)?;
-    let map = p.counters_map()?;
-    let in_netns = loader::ifindex(iface).is_ok();
-    let mut prev = pinned::read_counters(&map)?;
+pub fn stats(
+    iface: &IfaceName,
+    json: bool,
+    watch: Option<Duration>,
+    sample: Duration,
+) -> Result<()> {
+    let p = PinnedMaps::open(iface)?;
+    let in_netns = iface::ifindex(iface).is_ok();
+    let mut prev = p.counters()?;
     let mut t_prev = Instant::now();
     let first_wait = watch.unwrap_or(sample);
     if !first_wait.is_zero() {
         thread::sleep(first_wait);
     }
     loop {
-        let cur = pinned::read_counters(&map)?;
+        let snap = p.snapshot()?;
+        let cur = snap.counters;
         let now = Instant::now();
         let dt = if first_wait.is_zero() {
             0.0
         } else {
             now.duration_since(t_prev).as_secs_f64()
         };
-        let cfg = p.config()?;
-        let st = p.state()?;
-        let ports = p.ports()?;
-        let snap = Snapshot {
+        let ports = snap.tunables.ports;
+        let out = Sample {
             iface: iface.to_string(),
-            mode: synguard_common::maps::Mode::from_u32(cfg.mode)
-                .map(settings::mode_name)
-                .unwrap_or("unknown"),
-            engaged: st.engaged != 0,
+            mode: snap.tunables.mode.name(),
+            engaged: snap.state.engaged != 0,
             ports: ports.to_string(),
             interval_secs: dt,
             counters: cur.iter().map(|(c, v)| (c.name(), *v)).collect(),
@@ -69,9 +70,9 @@ pub fn stats(iface: &str, json: bool, watch: Option<Duration>, sample: Duration)
             listeners: in_netns.then(|| listeners::read(&ports)),
         };
         if json {
-            println!("{}", serde_json::to_string(&snap)?);
+            println!("{}", serde_json::to_string(&out)?);
         } else {
-            print_table(&snap, &cur);
+            print_table(&out, &cur);
         }
         let Some(every) = watch else { break };
         prev = cur;
@@ -81,7 +82,7 @@ pub fn stats(iface: &str, json: bool, watch: Option<Duration>, sample: Duration)
     Ok(())
 }
 
-fn print_table(s: &Snapshot, order: &[(Counter, u64)]) {
+fn print_table(s: &Sample, order: &[(Counter, u64)]) {
     println!(
         "synguard on {}: mode {}, {}, ports {}",
         s.iface,

@@ -12,169 +12,73 @@ use std::{
     fs,
     io::{Read, Write},
     net::{TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    process::Output,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-
-use synguard_harness::root_or_skip;
+use synguard_common::maps::names;
+use synguard_harness::{
+    Daemon, Signal, Synguard, VethPair, netns, netns::in_netns, pin_dir, root_or_skip,
+    run_state_file,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synguard");
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces: `srv` holds `a` (where synguard runs, 198.18.N.1) and `peer` holds `b`
-/// (its veth peer, 198.18.N.2).
+/// A [`VethPair`]: `srv` holds `a` (where synguard runs) and `peer` holds `b` (its veth
+/// peer). The pair's teardown removes namespaces, links, pins and run state however the test
+/// ends; daemons stop when their [`Daemon`] handles drop.
 struct Lab {
+    pair: VethPair,
     srv: String,
     peer: String,
     a: String,
     b: String,
-    n: u32,
-    daemons: Vec<Child>,
-    logs: PathBuf,
-    /// More interfaces in `srv` that synguard may have pinned.
-    extra_ifaces: Vec<String>,
+    /// synguard in `srv` and in `peer`.
+    sg: Synguard,
+    peer_sg: Synguard,
+    /// A per-test directory for config files.
+    files: PathBuf,
 }
 
 impl Lab {
     fn new() -> Lab {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{n}", std::process::id() % 100_000);
-        let logs = std::env::temp_dir().join(format!("synguard-cli-{tag}"));
-        fs::create_dir_all(&logs).unwrap();
-        let lab = Lab {
-            srv: format!("sgt{tag}s"),
-            peer: format!("sgt{tag}p"),
-            a: format!("sg{tag}a"),
-            b: format!("sg{tag}b"),
-            n: n % 250,
-            daemons: Vec::new(),
-            logs,
-            extra_ifaces: Vec::new(),
-        };
-        // From here on, Drop cleans up whatever got created.
-        ip(&["netns", "add", &lab.srv]);
-        ip(&["netns", "add", &lab.peer]);
-        ip(&[
-            "-n", &lab.srv, "link", "add", &lab.a, "type", "veth", "peer", "name", &lab.b, "netns",
-            &lab.peer,
-        ]);
-        let (a4, b4) = (
-            format!("198.18.{}.1/24", lab.n),
-            format!("198.18.{}.2/24", lab.n),
-        );
-        ip(&["-n", &lab.srv, "addr", "add", &a4, "dev", &lab.a]);
-        ip(&["-n", &lab.peer, "addr", "add", &b4, "dev", &lab.b]);
-        for (ns, dev) in [(&lab.srv, &lab.a), (&lab.peer, &lab.b)] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+        let pair = VethPair::new().expect("building the veth pair");
+        let files = std::env::temp_dir().join(format!("synguard-cli-{}", pair.suffix()));
+        pair.register_path(&files)
+            .expect("registering the files dir");
+        fs::create_dir_all(&files).unwrap();
+        Lab {
+            srv: pair.a.netns.clone(),
+            peer: pair.b.netns.clone(),
+            a: pair.a.iface.clone(),
+            b: pair.b.iface.clone(),
+            sg: pair.synguard(BIN, &pair.a),
+            peer_sg: pair.synguard(BIN, &pair.b),
+            files,
+            pair,
         }
-        lab
-    }
-
-    fn cmd(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{ns}"))
-            .arg(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null());
-        c
     }
 
     /// Runs `synguard ARGS` in the srv namespace.
     fn sg(&self, args: &[&str]) -> Output {
-        self.sg_in(&self.srv.clone(), args)
-    }
-
-    fn sg_in(&self, ns: &str, args: &[&str]) -> Output {
-        self.cmd(ns, args).output().expect("running synguard")
+        self.sg.output(args).expect("running synguard")
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.sg(args);
-        assert!(
-            out.status.success(),
-            "synguard {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.sg.ok(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Runs a command that must fail, and returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.sg(args);
-        assert!(
-            !out.status.success(),
-            "synguard {} should have failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stderr).unwrap()
+        self.sg.fails(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Starts `synguard run` in namespace `ns`; returns its index in `daemons`.
-    fn spawn_in(&mut self, ns: &str, args: &[&str]) -> usize {
-        let i = self.daemons.len();
-        let log = fs::File::create(self.log_path(i)).unwrap();
-        let child = self
-            .cmd(ns, &[&["run"], args].concat())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning synguard run");
-        self.daemons.push(child);
-        i
-    }
-
-    fn spawn(&mut self, args: &[&str]) -> usize {
-        let ns = self.srv.clone();
-        self.spawn_in(&ns, args)
-    }
-
-    fn log_path(&self, i: usize) -> PathBuf {
-        self.logs.join(format!("daemon{i}.log"))
-    }
-
-    fn log(&self, i: usize) -> String {
-        fs::read_to_string(self.log_path(i)).unwrap_or_default()
-    }
-
-    fn signal(&mut self, i: usize, sig: i32) {
-        // SAFETY: kill on our own child's pid (nsenter execs synguard in place).
-        unsafe { libc::kill(self.daemons[i].id() as i32, sig) };
-    }
-
-    fn wait(&mut self, i: usize) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.daemons[i].try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon {i} did not exit:\n{}",
-                self.log(i)
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+    /// Starts `synguard run ARGS` in srv, protecting `iface`.
+    fn spawn(&self, iface: &str, args: &[&str]) -> Daemon {
+        self.sg.spawn(iface, args).expect("spawning synguard run")
     }
 
     fn status(&self, iface: &str) -> Option<Value> {
@@ -184,24 +88,29 @@ impl Lab {
             .then(|| serde_json::from_slice(&out.stdout).expect("status JSON"))
     }
 
-    /// Waits until `status` reports the daemon `i` attached and running on `iface`.
-    fn wait_attached(&mut self, i: usize, iface: &str) -> Value {
+    /// Waits until daemon `d` says it is attached (after any program takeover) and `status`
+    /// reports it attached and running on `iface`.
+    fn wait_attached(&self, d: &mut Daemon, iface: &str) -> Value {
+        // The run state (and so status's daemon_pid) can be written before the programs are
+        // swapped in; the daemon's own "attached" line comes after.
+        d.wait_attached(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.status(iface)
                 && s["attached"] == true
                 && s["daemon_running"] == true
-                && s["daemon_pid"] == self.daemons[i].id()
+                && s["daemon_pid"] == d.pid()
             {
                 return s;
             }
-            if let Some(st) = self.daemons[i].try_wait().unwrap() {
-                panic!("daemon {i} exited early ({st}):\n{}", self.log(i));
+            if let Some(st) = d.try_wait().unwrap() {
+                panic!("daemon exited early ({st}):\n{}", d.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "daemon {i} never attached:\n{}",
-                self.log(i)
+                "daemon never attached:\n{}",
+                d.log()
             );
             thread::sleep(Duration::from_millis(100));
         }
@@ -214,56 +123,17 @@ impl Lab {
 
     /// Sends `n` UDP datagrams from the peer namespace to `a`, through the veth.
     fn send_udp(&self, n: usize) {
-        let to = format!("198.18.{}.1:9", self.n);
-        in_netns(&self.peer, move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let to = (self.pair.a.ipv4, 9);
+        in_netns(&self.peer, || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
             for _ in 0..n {
-                let _ = s.send_to(b"synguard-test", &to);
+                let _ = s.send_to(b"synguard-test", to);
                 thread::sleep(Duration::from_millis(2));
             }
-        });
+            Ok(())
+        })
+        .expect("sending UDP from the peer");
     }
-
-    fn pin_dir(iface: &str) -> PathBuf {
-        Path::new("/sys/fs/bpf/synguard").join(iface)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        for iface in [self.a.clone(), self.b.clone()] {
-            let ns = if iface == self.a {
-                &self.srv
-            } else {
-                &self.peer
-            };
-            let _ = self.sg_in(ns, &["detach", "--iface", &iface, "--force"]);
-            let _ = fs::remove_dir_all(Lab::pin_dir(&iface));
-            let _ = fs::remove_file(format!("/run/synguard/{iface}.json"));
-        }
-        for ns in [&self.srv, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = fs::remove_dir_all(&self.logs);
-    }
-}
-
-/// Runs `f` on a thread that joined network namespace `ns` (setns affects one thread).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let f_ns = fs::File::open(&path).expect("opening netns");
-        // SAFETY: setns on a valid namespace fd, for this thread only.
-        let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -271,9 +141,14 @@ fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-fn wait_exit_ok(lab: &mut Lab, i: usize) {
-    let st = lab.wait(i);
-    assert!(st.success(), "daemon exited with {st}:\n{}", lab.log(i));
+fn wait_exit(d: &mut Daemon) -> std::process::ExitStatus {
+    d.wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn wait_exit_ok(d: &mut Daemon) {
+    let st = wait_exit(d);
+    assert!(st.success(), "daemon exited with {st}:\n{}", d.log());
 }
 
 #[test]
@@ -281,10 +156,13 @@ fn run_attaches_pins_and_sigterm_detaches() {
     if !root_or_skip("run_attaches_pins_and_sigterm_detaches") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let d = lab.spawn(&["--iface", &a, "--ports", "80,443", "--mode", "always"]);
-    let s = lab.wait_attached(d, &a);
+    let mut d = lab.spawn(
+        &a,
+        &["--iface", &a, "--ports", "80,443", "--mode", "always"],
+    );
+    let s = lab.wait_attached(&mut d, &a);
     // A veth whose peer has no XDP program: auto must pick generic, and say why.
     assert_eq!(s["xdp"]["mode"], "generic", "{s}");
     assert!(
@@ -298,10 +176,19 @@ fn run_attaches_pins_and_sigterm_detaches() {
     assert_eq!(s["ports"], "80,443");
     assert!(s["key_epoch"].as_u64().unwrap() >= 1);
 
-    let dir = Lab::pin_dir(&a);
+    let dir = pin_dir(&a);
     for name in [
-        "CONFIG", "KEYS", "STATE", "PORTS", "ALLOW4", "ALLOW6", "DENY4", "DENY6", "COUNTERS",
-        "link_xdp", "link_tc",
+        names::CONFIG,
+        names::KEYS,
+        names::STATE,
+        names::PORTS,
+        names::ALLOW4,
+        names::ALLOW6,
+        names::DENY4,
+        names::DENY6,
+        names::COUNTERS,
+        names::XDP_LINK,
+        names::TC_LINK,
     ] {
         let p = dir.join(name);
         assert!(p.exists(), "missing pin {}", p.display());
@@ -323,10 +210,10 @@ fn run_attaches_pins_and_sigterm_detaches() {
     let st = lab.ok(&["status", "--iface", &a]);
     assert!(st.contains("attached      yes: XDP generic"), "{st}");
 
-    lab.signal(d, libc::SIGTERM);
-    wait_exit_ok(&mut lab, d);
+    d.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut d);
     assert!(!dir.exists(), "SIGTERM must remove the pins");
-    assert!(!Path::new(&format!("/run/synguard/{a}.json")).exists());
+    assert!(!run_state_file(&a).exists());
     let e = lab.fails(&["status", "--iface", &a]);
     assert!(e.contains("synguard is not running on"), "{e}");
 }
@@ -336,10 +223,10 @@ fn set_changes_config_and_rejects_bad_values() {
     if !root_or_skip("set_changes_config_and_rejects_bad_values") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let d = lab.spawn(&["--iface", &a, "--metrics", "off"]);
-    lab.wait_attached(d, &a);
+    let mut d = lab.spawn(&a, &["--iface", &a, "--metrics", "off"]);
+    lab.wait_attached(&mut d, &a);
 
     for (k, v) in [
         ("mode", "monitor"),
@@ -440,10 +327,10 @@ fn allow_and_deny_round_trip() {
     if !root_or_skip("allow_and_deny_round_trip") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let d = lab.spawn(&["--iface", &a, "--metrics", "off"]);
-    lab.wait_attached(d, &a);
+    let mut d = lab.spawn(&a, &["--iface", &a, "--metrics", "off"]);
+    lab.wait_attached(&mut d, &a);
 
     let list = |lab: &Lab, which: &str| -> Vec<String> {
         serde_json::from_str(&lab.ok(&[which, "list", "--iface", &a, "--json"])).unwrap()
@@ -528,13 +415,13 @@ fn bad_run_inputs_fail_and_change_nothing() {
     if !root_or_skip("bad_run_inputs_fail_and_change_nothing") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let dir = Lab::pin_dir(&a);
-    let cfg = lab.logs.join("bad.toml");
+    let dir = pin_dir(&a);
+    let cfg = lab.files.join("bad.toml");
     fs::write(&cfg, "mode = \"always\"\nportz = \"80\"\n").unwrap();
     let cfg_s = cfg.to_str().unwrap().to_string();
-    let missing = lab.logs.join("missing.toml");
+    let missing = lab.files.join("missing.toml");
     let missing_s = missing.to_str().unwrap().to_string();
     for (args, needle) in [
         (
@@ -583,7 +470,7 @@ fn bad_run_inputs_fail_and_change_nothing() {
     }
 
     // A good config file is taken, and flags override it.
-    let good = lab.logs.join("good.toml");
+    let good = lab.files.join("good.toml");
     fs::write(
         &good,
         format!(
@@ -591,8 +478,8 @@ fn bad_run_inputs_fail_and_change_nothing() {
         ),
     )
     .unwrap();
-    let d = lab.spawn(&["--config", good.to_str().unwrap(), "--ttl", "20"]);
-    let s = lab.wait_attached(d, &a);
+    let mut d = lab.spawn(&a, &["--config", good.to_str().unwrap(), "--ttl", "20"]);
+    let s = lab.wait_attached(&mut d, &a);
     assert_eq!(
         (s["mode"].as_str(), s["ports"].as_str(), s["ttl"].as_u64()),
         (Some("monitor"), Some("8080"), Some(20))
@@ -603,7 +490,7 @@ fn bad_run_inputs_fail_and_change_nothing() {
     assert!(e.contains("already running"), "{e}");
     let e = lab.fails(&["detach", "--iface", &a]);
     assert!(e.contains("is running on"), "{e}");
-    let s2 = lab.wait_attached(d, &a);
+    let s2 = lab.wait_attached(&mut d, &a);
     assert_eq!(s["xdp"]["prog_id"], s2["xdp"]["prog_id"]);
 
     // check: a missing listener is a failure with a reason, a present one passes.
@@ -615,8 +502,7 @@ fn bad_run_inputs_fail_and_change_nothing() {
         text.contains("kfunc") && text.contains("net.ipv4.tcp_syncookies"),
         "{text}"
     );
-    let srv = lab.srv.clone();
-    let listener = in_netns(&srv, || TcpListener::bind("0.0.0.0:8080").unwrap());
+    let listener = in_netns(&lab.srv, || Ok(TcpListener::bind("0.0.0.0:8080")?)).unwrap();
     let out = lab.sg(&["check", "--iface", &a]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -638,14 +524,22 @@ fn sigkill_keeps_programs_and_restart_reuses_keys_and_counters() {
     if !root_or_skip("sigkill_keeps_programs_and_restart_reuses_keys_and_counters") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let d = lab.spawn(&["--iface", &a, "--key-rotation", "2s", "--metrics", "off"]);
-    lab.wait_attached(d, &a);
+    let mut d = lab.spawn(
+        &a,
+        &["--iface", &a, "--key-rotation", "2s", "--metrics", "off"],
+    );
+    lab.wait_attached(&mut d, &a);
     lab.ok(&["set", "--iface", &a, "ttl", "33"]);
     lab.ok(&["deny", "add", "--iface", &a, "203.0.113.0/24"]);
-    // Let a rotation or two happen so the epoch is past 1.
-    thread::sleep(Duration::from_millis(2500));
+    // Let a rotation or two happen so the epoch is past 1 (the first is due 2 s after the
+    // start; waited for rather than slept on, so a loaded machine only makes it slower).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab.status(&a).and_then(|s| s["key_epoch"].as_u64()) < Some(2) {
+        assert!(Instant::now() < deadline, "no key rotation within 15 s");
+        thread::sleep(Duration::from_millis(100));
+    }
     lab.send_udp(10);
     let s1 = lab.status(&a).unwrap();
     let c1 = lab.counters(&a)["counters"]["packets_seen"]
@@ -655,8 +549,8 @@ fn sigkill_keeps_programs_and_restart_reuses_keys_and_counters() {
     let epoch1 = s1["key_epoch"].as_u64().unwrap();
     assert!(epoch1 >= 2, "{s1}");
 
-    lab.signal(d, libc::SIGKILL);
-    lab.wait(d);
+    d.signal(Signal::SIGKILL);
+    wait_exit(&mut d);
     // The pinned links keep the programs attached with nobody running.
     let s = lab.status(&a).unwrap();
     assert_eq!(s["attached"], true, "{s}");
@@ -672,21 +566,24 @@ fn sigkill_keeps_programs_and_restart_reuses_keys_and_counters() {
     );
 
     // A restart takes over the same links (same link ids, new programs), keys and counters.
-    let d2 = lab.spawn(&[
-        "--iface",
+    let mut d2 = lab.spawn(
         &a,
-        "--key-rotation",
-        "60s",
-        "--metrics",
-        "off",
-        "--ttl",
-        "33",
-    ]);
-    let s2 = lab.wait_attached(d2, &a);
+        &[
+            "--iface",
+            &a,
+            "--key-rotation",
+            "60s",
+            "--metrics",
+            "off",
+            "--ttl",
+            "33",
+        ],
+    );
+    let s2 = lab.wait_attached(&mut d2, &a);
     assert!(
-        lab.log(d2).contains("took over the pinned links"),
+        d2.log().contains("took over the pinned links"),
         "{}",
-        lab.log(d2)
+        d2.log()
     );
     assert_eq!(
         s2["xdp"]["link_id"], s1["xdp"]["link_id"],
@@ -719,13 +616,13 @@ fn sigkill_keeps_programs_and_restart_reuses_keys_and_counters() {
     assert_eq!(deny, ["203.0.113.0/24"], "deny list lost across restart");
 
     // --keep-attached: a clean exit that leaves everything for the next run.
-    lab.signal(d2, libc::SIGTERM);
-    wait_exit_ok(&mut lab, d2);
-    assert!(!Lab::pin_dir(&a).exists());
-    let d3 = lab.spawn(&["--iface", &a, "--metrics", "off", "--keep-attached"]);
-    let s3 = lab.wait_attached(d3, &a);
-    lab.signal(d3, libc::SIGINT);
-    wait_exit_ok(&mut lab, d3);
+    d2.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut d2);
+    assert!(!pin_dir(&a).exists());
+    let mut d3 = lab.spawn(&a, &["--iface", &a, "--metrics", "off", "--keep-attached"]);
+    let s3 = lab.wait_attached(&mut d3, &a);
+    d3.signal(Signal::SIGINT);
+    wait_exit_ok(&mut d3);
     let s4 = lab.status(&a).unwrap();
     assert_eq!(s4["attached"], true);
     assert_eq!(s4["xdp"]["link_id"], s3["xdp"]["link_id"]);
@@ -733,11 +630,8 @@ fn sigkill_keeps_programs_and_restart_reuses_keys_and_counters() {
     // detach removes programs and pins.
     let out = lab.ok(&["detach", "--iface", &a]);
     assert!(out.contains("detached"), "{out}");
-    assert!(!Lab::pin_dir(&a).exists());
-    let link = Command::new("ip")
-        .args(["-n", &lab.srv, "link", "show", &a])
-        .output()
-        .unwrap();
+    assert!(!pin_dir(&a).exists());
+    let link = netns::ip(&["-n", &lab.srv, "link", "show", &a]).unwrap();
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(
         !link.contains("xdp"),
@@ -750,16 +644,22 @@ fn auto_xdp_mode_is_native_when_the_veth_peer_runs_native_xdp() {
     if !root_or_skip("auto_xdp_mode_is_native_when_the_veth_peer_runs_native_xdp") {
         return;
     }
-    let mut lab = Lab::new();
-    let (a, b, peer) = (lab.a.clone(), lab.b.clone(), lab.peer.clone());
+    let lab = Lab::new();
+    let (a, b) = (lab.a.clone(), lab.b.clone());
     // The peer (in the other namespace) gets a native XDP program: synguard itself.
-    let pd = lab.spawn_in(
-        &peer,
-        &["--iface", &b, "--xdp-mode", "native", "--metrics", "off"],
-    );
+    let mut pd = lab
+        .peer_sg
+        .spawn(
+            &b,
+            &["--iface", &b, "--xdp-mode", "native", "--metrics", "off"],
+        )
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = lab.sg_in(&peer, &["status", "--iface", &b, "--json"]);
+        let out = lab
+            .peer_sg
+            .output(&["status", "--iface", &b, "--json"])
+            .unwrap();
         if out.status.success() {
             let s: Value = serde_json::from_slice(&out.stdout).unwrap();
             if s["attached"] == true {
@@ -770,22 +670,22 @@ fn auto_xdp_mode_is_native_when_the_veth_peer_runs_native_xdp() {
         assert!(
             Instant::now() < deadline,
             "peer daemon never attached:\n{}",
-            lab.log(pd)
+            pd.log()
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let d = lab.spawn(&["--iface", &a, "--metrics", "off"]);
-    let s = lab.wait_attached(d, &a);
+    let mut d = lab.spawn(&a, &["--iface", &a, "--metrics", "off"]);
+    let s = lab.wait_attached(&mut d, &a);
     assert_eq!(s["xdp"]["mode"], "native", "{s}");
     let why = s["xdp_reason"].as_str().unwrap();
     assert!(
         why.contains("runs a native XDP program") && why.contains(&b),
         "{why}"
     );
-    lab.signal(d, libc::SIGTERM);
-    wait_exit_ok(&mut lab, d);
-    lab.signal(pd, libc::SIGTERM);
-    wait_exit_ok(&mut lab, pd);
+    d.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut d);
+    pd.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut pd);
 }
 
 #[test]
@@ -793,21 +693,21 @@ fn metrics_endpoint_serves_counters_on_loopback() {
     if !root_or_skip("metrics_endpoint_serves_counters_on_loopback") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     let a = lab.a.clone();
-    let d = lab.spawn(&["--iface", &a, "--ports", "80"]);
-    lab.wait_attached(d, &a);
+    let mut d = lab.spawn(&a, &["--iface", &a, "--ports", "80"]);
+    lab.wait_attached(&mut d, &a);
     lab.send_udp(5);
     let get = |path: &'static str| {
-        let srv = lab.srv.clone();
-        in_netns(&srv, move || {
-            let mut s = TcpStream::connect("127.0.0.1:9531").expect("metrics endpoint");
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        in_netns(&lab.srv, || {
+            let mut s = TcpStream::connect("127.0.0.1:9531")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
             let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
-            body
+            s.read_to_string(&mut body)?;
+            Ok(body)
         })
+        .expect("metrics endpoint")
     };
     let body = get("/metrics");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
@@ -823,8 +723,8 @@ fn metrics_endpoint_serves_counters_on_loopback() {
         assert!(body.contains(needle), "missing {needle}:\n{body}");
     }
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
-    lab.signal(d, libc::SIGTERM);
-    wait_exit_ok(&mut lab, d);
+    d.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut d);
 }
 
 #[test]
@@ -832,12 +732,13 @@ fn auto_xdp_mode_falls_back_to_generic_when_the_driver_has_no_native_xdp() {
     if !root_or_skip("auto_xdp_mode_falls_back_to_generic_when_the_driver_has_no_native_xdp") {
         return;
     }
-    let mut lab = Lab::new();
+    let lab = Lab::new();
     // A bridge: not a veth, and its driver has no native XDP (this kernel has no dummy).
-    let bridge = format!("{}d", &lab.a[..lab.a.len() - 1]);
-    lab.extra_ifaces.push(bridge.clone());
-    ip(&["-n", &lab.srv, "link", "add", &bridge, "type", "bridge"]);
-    ip(&["-n", &lab.srv, "link", "set", &bridge, "up"]);
+    // Registered before it exists: a failing test removes it, its pins and its run state.
+    let bridge = lab.pair.link_name('d');
+    lab.pair.register_link(&lab.srv, &bridge).unwrap();
+    netns::ip(&["-n", &lab.srv, "link", "add", &bridge, "type", "bridge"]).unwrap();
+    netns::ip(&["-n", &lab.srv, "link", "set", &bridge, "up"]).unwrap();
 
     // Explicit native: a clear failure that leaves nothing behind.
     let e = lab.fails(&[
@@ -853,19 +754,19 @@ fn auto_xdp_mode_falls_back_to_generic_when_the_driver_has_no_native_xdp() {
         e.contains("attaching XDP to") && e.contains("native mode"),
         "{e}"
     );
-    assert!(!Lab::pin_dir(&bridge).exists(), "failed run left pins");
+    assert!(!pin_dir(&bridge).exists(), "failed run left pins");
 
-    let d = lab.spawn(&["--iface", &bridge, "--metrics", "off"]);
-    let s = lab.wait_attached(d, &bridge);
+    let mut d = lab.spawn(&bridge, &["--iface", &bridge, "--metrics", "off"]);
+    let s = lab.wait_attached(&mut d, &bridge);
     assert_eq!(s["xdp"]["mode"], "generic", "{s}");
     let why = s["xdp_reason"].as_str().unwrap();
     assert!(why.contains("native attach failed"), "{why}");
     assert!(
-        lab.log(d).contains("falling back to generic XDP"),
+        d.log().contains("falling back to generic XDP"),
         "{}",
-        lab.log(d)
+        d.log()
     );
-    lab.signal(d, libc::SIGTERM);
-    wait_exit_ok(&mut lab, d);
-    assert!(!Lab::pin_dir(&bridge).exists());
+    d.signal(Signal::SIGTERM);
+    wait_exit_ok(&mut d);
+    assert!(!pin_dir(&bridge).exists());
 }

@@ -2,11 +2,13 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod packets;
 mod setup;
 mod signals;
 mod testrun;
 mod ui;
+mod vmtest;
 
 use std::{path::PathBuf, process::Command};
 
@@ -30,7 +32,8 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Formatting, clippy, unit/property tests and the root/netns integration tests.
+    /// Formatting, clippy, rustdoc, unused dependencies, unit/property tests, the root/netns
+    /// integration tests, short fuzz runs and the VM kernels.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
@@ -40,6 +43,10 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// BPF_PROG_TEST_RUN ns/packet per path, and softirq CPU per SYN for four protections.
     Bench(bench::BenchArgs),
+    /// Run the cargo-fuzz targets (cargo-fuzz installed on first use) for a bounded time each.
+    Fuzz(fuzz::FuzzArgs),
+    /// The live suite on Debian's 6.1 and 6.12 kernels under qemu, and on the host kernel.
+    Vmtest(vmtest::VmtestArgs),
 }
 
 fn root() -> PathBuf {
@@ -70,12 +77,14 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo(args) => demo::demo(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
+        Cmd::Vmtest(args) => vmtest::vmtest(&args),
     }
 }
 
 fn test(args: &[String]) -> Result<()> {
     setup::setup()?;
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = nix::unistd::geteuid().is_root();
     if !is_root {
         if std::env::var_os("CI").is_some() {
             anyhow::bail!(
@@ -111,10 +120,26 @@ fn test(args: &[String]) -> Result<()> {
             "../target/bpf-clippy",
         ])
         .args(["--", "-D", "warnings"]))?;
+    // Broken intra-doc links and malformed docs fail the build, like any other warning.
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    // Unused dependencies, in every crate of the tree (the eBPF and fuzz crates included).
+    // Run as its own binary: invoked through cargo from inside `cargo xtask`, it takes the
+    // subcommand name for a directory to scan.
+    run(Command::new("cargo-machete").current_dir(root()))?;
     // The netns tests share two cores and the kernel's network stack; two at a time keeps
     // their timing honest.
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast", "--"])
         .args(["--test-threads", "2"])
-        .args(args))
+        .args(args))?;
+    if !args.is_empty() {
+        // A filtered run is a developer's subset: the fuzzers and VMs are not part of it.
+        return Ok(());
+    }
+    // Each fuzz target briefly (`cargo xtask fuzz` runs them longer), then the reduced live
+    // suite on Debian's 6.1 and 6.12 kernels and on the host's.
+    fuzz::run_targets(fuzz::TARGETS, std::time::Duration::from_secs(20))?;
+    vmtest::vmtest(&vmtest::VmtestArgs::default())
 }

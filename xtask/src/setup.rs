@@ -8,9 +8,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-/// The toolchain rust-toolchain.toml pins; its LLVM (22) must match bpf-linker's.
-const TOOLCHAIN: &str = "1.98.0";
-const COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages, and the command in each that proves it is installed.
@@ -29,25 +26,63 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "/usr/bin/tcpdump"),
     ("curl", "/usr/bin/curl"),
     ("util-linux", "/usr/bin/nsenter"),
+    // xdp-filter (libxdp): the neighbour that shares the XDP hook in the coexistence tests.
+    ("xdp-tools", "/usr/sbin/xdp-filter"),
+    // vmtest: Debian's kernels under qemu, with a busybox initramfs.
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
 ];
 
+/// The `[toolchain]` table of rust-toolchain.toml: the one place the Rust version (whose
+/// LLVM, 22, must match bpf-linker's) and its components are written down.
+#[derive(serde::Deserialize)]
+struct ToolchainFile {
+    toolchain: Toolchain,
+}
+
+#[derive(serde::Deserialize)]
+pub struct Toolchain {
+    pub channel: String,
+    #[serde(default)]
+    pub components: Vec<String>,
+}
+
+/// The pinned toolchain, read from rust-toolchain.toml at the workspace root.
+pub fn toolchain() -> Result<Toolchain> {
+    let path = crate::root().join("rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: ToolchainFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(file.toolchain)
+}
+
 pub fn setup() -> Result<()> {
-    components()?;
+    let tc = toolchain()?;
+    components(&tc)?;
     packages()?;
-    bpf_linker()?;
+    bpf_linker(&tc.channel)?;
+    cargo_tool("cargo-machete")?;
     kernel_note();
     Ok(())
 }
 
-fn components() -> Result<()> {
+fn components(tc: &Toolchain) -> Result<()> {
     let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            &tc.channel,
+        ])
         .output()
         .context("running rustup (is rustup installed?)")?;
     let installed = String::from_utf8_lossy(&out.stdout);
-    let missing: Vec<&str> = COMPONENTS
+    let missing: Vec<&str> = tc
+        .components
         .iter()
-        .copied()
+        .map(String::as_str)
         .filter(|c| {
             !installed
                 .lines()
@@ -58,11 +93,12 @@ fn components() -> Result<()> {
         return Ok(());
     }
     println!(
-        "setup: installing Rust {TOOLCHAIN} components: {}",
+        "setup: installing Rust {} components: {}",
+        tc.channel,
         missing.join(" ")
     );
     let mut cmd = Command::new("rustup");
-    cmd.args(["component", "add", "--toolchain", TOOLCHAIN])
+    cmd.args(["component", "add", "--toolchain", &tc.channel])
         .args(&missing);
     run(&mut cmd)
 }
@@ -77,7 +113,7 @@ fn packages() -> Result<()> {
         return Ok(());
     }
     let command = format!("apt-get update && apt-get install -y {}", missing.join(" "));
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = nix::unistd::geteuid().is_root();
     if !is_root || !Path::new("/usr/bin/apt-get").exists() {
         bail!(
             "missing packages: {}\n  setup cannot install them here ({}). Run:\n    sudo sh -c '{command}'",
@@ -93,21 +129,25 @@ fn packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn bpf_linker() -> Result<()> {
-    let ok = Command::new("bpf-linker")
-        .arg("--version")
+/// Whether `program args` runs and exits 0: how setup tells a tool is installed.
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if ok {
+        .is_ok_and(|s| s.success())
+}
+
+fn bpf_linker(channel: &str) -> Result<()> {
+    if succeeds("bpf-linker", &["--version"]) {
         return Ok(());
     }
     // Without LLVM_PREFIX the build finds Debian's default LLVM 14 and fails.
     println!("setup: building bpf-linker against LLVM 22 (takes a few minutes, once)");
     run(Command::new("cargo")
         .args([
-            &format!("+{TOOLCHAIN}"),
+            &format!("+{channel}"),
             "install",
             "bpf-linker",
             "--locked",
@@ -119,6 +159,23 @@ fn bpf_linker() -> Result<()> {
     .context(format!(
         "installing bpf-linker; to do it by hand: LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --no-default-features --features llvm-22"
     ))
+}
+
+/// Installs the cargo subcommand `krate` (whose binary has the crate's name) from
+/// crates.io unless it already runs.
+fn cargo_tool(krate: &str) -> Result<()> {
+    if succeeds(krate, &["--version"]) {
+        return Ok(());
+    }
+    println!("setup: installing {krate} (takes a minute, once)");
+    run(Command::new("cargo").args(["install", krate, "--locked"])).with_context(|| {
+        format!("installing {krate}; to do it by hand: cargo install {krate} --locked")
+    })
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the short fuzz runs of `cargo xtask test`.
+pub fn fuzz_tools() -> Result<()> {
+    cargo_tool("cargo-fuzz")
 }
 
 fn kernel_note() {

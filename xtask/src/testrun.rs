@@ -20,7 +20,7 @@ use aya::{
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
-use synguard_harness::{Topology, netns, synguard::pin_dir, xdp::bench_xdp_obj};
+use synguard_harness::{Topology, netns, pin_dir, pin_thread_to_cpu, xdp::bench_xdp_obj};
 
 use crate::packets::{self, Flags, Flow, SynAck};
 
@@ -98,10 +98,22 @@ fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     p.load().with_context(|| format!("loading {name}"))
 }
 
-fn once(p: &Xdp, frame: &[u8], out: &mut [u8]) -> Result<(u32, u32, usize)> {
+/// A `struct xdp_md` for the test run: the whole frame as data, received on `ifindex`, so
+/// programs that check the ingress interface (synguard's own-MAC check) see the server veth.
+fn xdp_md(frame_len: usize, ifindex: u32) -> [u8; 24] {
+    let mut md = [0u8; 24];
+    // data = 0, data_end, data_meta = 0, ingress_ifindex, rx_queue_index = 0, egress = 0.
+    md[4..8].copy_from_slice(&(frame_len as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    md
+}
+
+fn once(p: &Xdp, frame: &[u8], out: &mut [u8], ifindex: u32) -> Result<(u32, u32, usize)> {
+    let md = xdp_md(frame.len(), ifindex);
     let r = p.test_run(TestRunOptions {
         data_in: Some(frame),
         data_out: Some(out),
+        ctx_in: Some(&md),
         repeat: 1,
         ..Default::default()
     })?;
@@ -128,6 +140,8 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
     let srv_addr: SocketAddr = (srv.ipv4, port).into();
     // A real connection to the protected port, for the established-ACK lookup.
     let listener = netns::in_netns(&srv.netns, || Ok(TcpListener::bind(srv_addr)?))?;
+    // synguard answers a SYN only for a listener: one for the IPv6 SYN cases too.
+    let _listener6 = netns::in_netns(&srv.netns, || Ok(TcpListener::bind((srv.ipv6, port))?))?;
     let client = netns::in_netns(&cli.netns, || Ok(TcpStream::connect(srv_addr)?))?;
     let (_server_side, _) = listener.accept()?;
     let est_src = client.local_addr()?;
@@ -151,7 +165,9 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
             }
         };
 
-        let (cases, skipped) = cases(&srv, &cli, port, est_src, prog(Which::Synguard)?)?;
+        let ifindex = nix::net::if_::if_nametoindex(srv.iface.as_str())
+            .with_context(|| format!("no interface {} in {}", srv.iface, srv.netns))?;
+        let (cases, skipped) = cases(&srv, &cli, port, est_src, prog(Which::Synguard)?, ifindex)?;
         let mut samples: Vec<Vec<u32>> = vec![Vec::with_capacity(runs as usize); cases.len()];
         let mut verdicts = vec![None; cases.len()];
         let mut out = vec![0u8; 4096];
@@ -163,7 +179,7 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
             for (i, c) in cases.iter().enumerate() {
                 let p = prog(c.which)?;
                 for _ in 0..n {
-                    let (v, ns, _) = once(p, &c.frame, &mut out)?;
+                    let (v, ns, _) = once(p, &c.frame, &mut out, ifindex)?;
                     verdicts[i].get_or_insert(v);
                     samples[i].push(ns);
                 }
@@ -237,14 +253,7 @@ fn summarize(s: &mut [u32]) -> (f64, f64, f64) {
 fn pin_to_last_cpu() -> Result<usize> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = n - 1;
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity get valid pointers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
-        }
-    }
+    pin_thread_to_cpu(cpu)?;
     Ok(cpu)
 }
 
@@ -256,6 +265,7 @@ fn cases(
     port: u16,
     est_src: SocketAddr,
     sg: &Xdp,
+    ifindex: u32,
 ) -> Result<(Vec<Case>, Skipped)> {
     const TX: u32 = 3;
     const PASS: u32 = 2;
@@ -322,7 +332,7 @@ fn cases(
         });
         // The cookie ACK answers the SYN+ACK the program just produced.
         let mut out = vec![0u8; 4096];
-        let (v, _, len) = once(sg, &frame, &mut out)?;
+        let (v, _, len) = once(sg, &frame, &mut out, ifindex)?;
         let name = format!("cookie ACK (valid), {fam}, {tsn}");
         let sa: SynAck = match (v, packets::parse_synack(&out[..len])) {
             (TX, Ok(sa)) if sa.ack == isn.wrapping_add(1) => sa,

@@ -1,7 +1,8 @@
-//! Ethernet II with at most one 802.1Q or 802.1ad tag.
+//! Ethernet II with up to [`MAX_TAGS`] VLAN tags, 802.1Q or 802.1ad in any order, VID 0
+//! (priority tags) included.
 //!
-//! Double tagging (802.1ad outer + 802.1Q inner) reports the inner tag's TPID as the
-//! ethertype, which is not IP, so such frames are left to the kernel.
+//! A deeper stack reports the third tag's TPID as the ethertype: [`is_tag`] tells the
+//! dissector so, which treats the frame as uninspectable rather than as not IP.
 
 use crate::packet::Packet;
 
@@ -13,41 +14,59 @@ pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// 802.1ad service tag.
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// VLAN tags parsed before the ethertype: QinQ's two. The kernel strips every tag it
+/// has a device for, and every VID-0 tag, so deeper stacks can still reach a listener.
+pub const MAX_TAGS: usize = 2;
+
+/// `ethertype` is a VLAN tag's TPID.
+#[inline(always)]
+pub fn is_tag(ethertype: u16) -> bool {
+    ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
+}
 
 /// Where the network layer starts and what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// Offset of the L3 header from the start of the frame.
     pub l3_off: usize,
-    /// Ethertype of the L3 payload (after the tag, if any).
+    /// Ethertype of the L3 payload (after the tags, if any); a TPID ([`is_tag`]) when
+    /// more than [`MAX_TAGS`] tags are stacked.
     pub ethertype: u16,
-    /// A VLAN tag sits between the MACs and the ethertype.
-    pub tagged: bool,
+    /// VLAN tags between the MACs and the ethertype (at most [`MAX_TAGS`]).
+    pub tags: u8,
 }
 
 impl Frame {
-    /// `None` when the frame is too short to hold its Ethernet header (and tag).
+    /// `None` when the frame is too short to hold its Ethernet header (and tags).
+    /// Unrolled: two constant-offset steps, no loop for the verifier to follow.
     #[inline(always)]
     pub fn parse<P: Packet + ?Sized>(p: &P) -> Option<Frame> {
         let outer = p.load_be16(12)?;
-        if outer == ETHERTYPE_VLAN || outer == ETHERTYPE_QINQ {
-            Some(Frame {
-                l3_off: HEADER_LEN + TAG_LEN,
-                ethertype: p.load_be16(HEADER_LEN + 2)?,
-                tagged: true,
-            })
-        } else {
-            Some(Frame {
+        if !is_tag(outer) {
+            return Some(Frame {
                 l3_off: HEADER_LEN,
                 ethertype: outer,
-                tagged: false,
-            })
+                tags: 0,
+            });
         }
+        let inner = p.load_be16(HEADER_LEN + 2)?;
+        if !is_tag(inner) {
+            return Some(Frame {
+                l3_off: HEADER_LEN + TAG_LEN,
+                ethertype: inner,
+                tags: 1,
+            });
+        }
+        Some(Frame {
+            l3_off: HEADER_LEN + 2 * TAG_LEN,
+            ethertype: p.load_be16(HEADER_LEN + TAG_LEN + 2)?,
+            tags: 2,
+        })
     }
 }
 
-/// Swaps destination and source MAC so the frame goes back where it came from. The tag,
-/// if any, is left alone: the reply belongs to the same VLAN.
+/// Swaps destination and source MAC so the frame goes back where it came from. The tags,
+/// if any, are left alone: the reply belongs to the same VLANs.
 #[inline(always)]
 pub fn swap_macs<P: Packet + ?Sized>(p: &mut P) -> Option<()> {
     let dst = p.load::<6>(0)?;
@@ -79,7 +98,7 @@ mod tests {
             Some(Frame {
                 l3_off: 14,
                 ethertype: 0x86dd,
-                tagged: false
+                tags: 0
             })
         );
         for tpid in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
@@ -89,17 +108,33 @@ mod tests {
                 Some(Frame {
                     l3_off: 18,
                     ethertype: 0x0800,
-                    tagged: true
+                    tags: 1
                 })
             );
         }
-        // Double tag: the inner TPID is what we see, and it is not IP.
+        // Two tags, either TPID in either place, VID 0 included.
+        for (outer, inner) in [
+            (ETHERTYPE_QINQ, ETHERTYPE_VLAN),
+            (ETHERTYPE_VLAN, ETHERTYPE_QINQ),
+            (ETHERTYPE_VLAN, ETHERTYPE_VLAN),
+        ] {
+            let mut f = frame(Some(outer), inner);
+            f.splice(18..18, [0x00, 0x00, 0x08, 0x00]);
+            assert_eq!(
+                Frame::parse(&f[..]),
+                Some(Frame {
+                    l3_off: 22,
+                    ethertype: 0x0800,
+                    tags: 2
+                })
+            );
+        }
+        // Three: the third TPID is what we see.
         let mut f = frame(Some(ETHERTYPE_QINQ), ETHERTYPE_VLAN);
-        f.splice(18..18, [0x00, 0x07, 0x08, 0x00]);
-        assert_eq!(
-            Frame::parse(&f[..]).map(|e| e.ethertype),
-            Some(ETHERTYPE_VLAN)
-        );
+        f.splice(18..18, [0x00, 0x07, 0x81, 0x00, 0x00, 0x00, 0x08, 0x00]);
+        let e = Frame::parse(&f[..]).unwrap();
+        assert!(is_tag(e.ethertype));
+        assert_eq!(e.tags, 2);
     }
 
     #[test]

@@ -1,10 +1,101 @@
-//! The fixed 40-byte IPv6 header (RFC 8200). Extension headers are not walked: a packet
-//! is TCP to us only when `next_header` is TCP.
+//! The fixed 40-byte IPv6 header (RFC 8200), and the walk over the extension headers
+//! that may follow it ([`walk_extensions`]).
 
-use crate::flow::Addr;
 use crate::packet::Packet;
+use crate::wire::Addr;
 
 pub const HEADER_LEN: usize = 40;
+
+pub const NEXT_HOP_BY_HOP: u8 = 0;
+pub const NEXT_ROUTING: u8 = 43;
+pub const NEXT_FRAGMENT: u8 = 44;
+pub const NEXT_DEST_OPTS: u8 = 60;
+/// The walk's bound: at most this many extension headers...
+pub const MAX_EXT_HEADERS: usize = 4;
+/// ...and at most this many bytes of them. RFC 8200's recommended order has at most
+/// Hop-by-Hop, Destination Options, Routing, Fragment (and a second Destination Options)
+/// before the upper layer; real traffic rarely carries more than two. 128 bytes hold
+/// that with room for options, and keep every offset after the walk small and bounded
+/// for the verifier.
+pub const MAX_EXT_LEN: usize = 128;
+
+/// `next` is one of the extension headers [`walk_extensions`] steps over.
+#[inline(always)]
+pub fn is_walked_extension(next: u8) -> bool {
+    next == NEXT_HOP_BY_HOP
+        || next == NEXT_ROUTING
+        || next == NEXT_FRAGMENT
+        || next == NEXT_DEST_OPTS
+}
+
+/// Where an IPv6 extension-header chain ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// The upper-layer header `proto` starts at `off`.
+    Upper {
+        proto: u8,
+        off: usize,
+        /// A Fragment header with offset 0 and M=1: the first of several fragments. An
+        /// atomic fragment (offset 0, M=0) is a whole packet and does not set this.
+        first_fragment: bool,
+        /// A Routing header with segments left: the packet is for a later hop.
+        routing_pending: bool,
+    },
+    /// A Fragment header with a non-zero offset: no upper-layer header here.
+    LaterFragment,
+    /// Beyond [`MAX_EXT_HEADERS`] or [`MAX_EXT_LEN`], or a header running past the packet.
+    Uninspectable,
+}
+
+/// Walks the extension headers after the fixed header at `l3`, whose next header is
+/// `next`. Unrolled, [`MAX_EXT_HEADERS`] constant steps; each step's offset stays below
+/// `l3 + HEADER_LEN + MAX_EXT_LEN`, which the verifier sees from the length check.
+#[inline(always)]
+pub fn walk_extensions<P: Packet + ?Sized>(p: &P, l3: usize, next: u8) -> Chain {
+    let mut next = next;
+    let mut ext = 0usize;
+    let mut first_fragment = false;
+    let mut routing_pending = false;
+    for _ in 0..MAX_EXT_HEADERS {
+        if !is_walked_extension(next) {
+            break;
+        }
+        let off = l3 + HEADER_LEN + ext;
+        // Next header, length, and the Routing header's segments left or the Fragment
+        // header's offset and M bit.
+        let Some(b) = p.load::<4>(off) else {
+            return Chain::Uninspectable;
+        };
+        let len = if next == NEXT_FRAGMENT {
+            8
+        } else {
+            (usize::from(b[1]) + 1) * 8
+        };
+        if next == NEXT_FRAGMENT {
+            let frag = u16::from_be_bytes([b[2], b[3]]);
+            if frag >> 3 != 0 {
+                return Chain::LaterFragment;
+            }
+            first_fragment |= frag & 1 != 0;
+        } else if next == NEXT_ROUTING && b[3] != 0 {
+            routing_pending = true;
+        }
+        ext += len;
+        if ext > MAX_EXT_LEN || p.load::<1>(l3 + HEADER_LEN + ext - 1).is_none() {
+            return Chain::Uninspectable;
+        }
+        next = b[0];
+    }
+    if is_walked_extension(next) {
+        return Chain::Uninspectable;
+    }
+    Chain::Upper {
+        proto: next,
+        off: l3 + HEADER_LEN + ext,
+        first_fragment,
+        routing_pending,
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv6Header {
@@ -81,7 +172,117 @@ mod tests {
         assert!(Ipv6Header::parse(&b[..39], 0).is_none());
     }
 
+    /// The fixed header (next header `first`) followed by `chain`, each `(type, bytes)`
+    /// with byte 0 rewritten to the following type, then `tail`.
+    fn packet(chain: &[(u8, Vec<u8>)], upper: u8, tail: usize) -> Vec<u8> {
+        let first = chain.first().map_or(upper, |h| h.0);
+        let mut b = vec![0x60, 0, 0, 0, 0, 0, first, 64];
+        b.extend([0u8; 32]);
+        for (i, (_, bytes)) in chain.iter().enumerate() {
+            let mut h = bytes.clone();
+            h[0] = chain.get(i + 1).map_or(upper, |n| n.0);
+            b.extend(h);
+        }
+        b.extend(vec![0u8; tail]);
+        b
+    }
+
+    fn opts(words8: u8) -> Vec<u8> {
+        let mut h = vec![0u8; (usize::from(words8) + 1) * 8];
+        h[1] = words8;
+        h
+    }
+
+    fn frag(offset: u16, more: bool) -> Vec<u8> {
+        let w = (offset << 3) | u16::from(more);
+        let [a, b] = w.to_be_bytes();
+        vec![0, 0, a, b, 0, 0, 0, 1]
+    }
+
+    fn routing(segments_left: u8) -> Vec<u8> {
+        vec![0, 0, 4, segments_left, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn chain_walk() {
+        let walk = |b: &[u8]| walk_extensions(b, 0, b[6]);
+        let upper = |off, first_fragment, routing_pending| Chain::Upper {
+            proto: 6,
+            off,
+            first_fragment,
+            routing_pending,
+        };
+        assert_eq!(walk(&packet(&[], 6, 20)), upper(40, false, false));
+        assert_eq!(
+            walk(&packet(&[(0, opts(0))], 6, 20)),
+            upper(48, false, false)
+        );
+        assert_eq!(
+            walk(&packet(&[(60, opts(1)), (43, routing(0))], 6, 20)),
+            upper(64, false, false)
+        );
+        assert_eq!(
+            walk(&packet(&[(43, routing(2))], 6, 20)),
+            upper(48, false, true)
+        );
+        assert_eq!(
+            walk(&packet(&[(44, frag(0, false))], 6, 20)),
+            upper(48, false, false),
+            "atomic fragment"
+        );
+        assert_eq!(
+            walk(&packet(&[(44, frag(0, true))], 6, 20)),
+            upper(48, true, false)
+        );
+        assert_eq!(
+            walk(&packet(&[(44, frag(3, false))], 6, 20)),
+            Chain::LaterFragment
+        );
+        let four = [
+            (0, opts(0)),
+            (60, opts(0)),
+            (43, routing(0)),
+            (44, frag(0, false)),
+        ];
+        assert_eq!(walk(&packet(&four, 6, 20)), upper(72, false, false));
+        let mut five = four.to_vec();
+        five.push((60, opts(0)));
+        assert_eq!(walk(&packet(&five, 6, 20)), Chain::Uninspectable);
+        // 16 + 120 bytes: over the byte bound.
+        assert_eq!(
+            walk(&packet(&[(0, opts(1)), (60, opts(14))], 6, 20)),
+            Chain::Uninspectable
+        );
+        // Exactly 128 bytes is within.
+        assert_eq!(
+            walk(&packet(&[(0, opts(15))], 6, 20)),
+            upper(168, false, false)
+        );
+        // A header longer than the packet.
+        let mut short = packet(&[(60, opts(3))], 6, 0);
+        short.truncate(40 + 16);
+        assert_eq!(walk(&short), Chain::Uninspectable);
+        // Not TCP behind the chain: the caller's to judge.
+        assert_eq!(
+            walk(&packet(&[(60, opts(0))], 17, 8)),
+            Chain::Upper {
+                proto: 17,
+                off: 48,
+                first_fragment: false,
+                routing_pending: false
+            }
+        );
+    }
+
     proptest! {
+        /// Never panics, and an upper-layer offset is always inside the walk's bound.
+        #[test]
+        fn chain_walk_any_bytes(b in prop::collection::vec(any::<u8>(), 0..300), next in any::<u8>()) {
+            if let Chain::Upper { off, .. } = walk_extensions(&b[..], 0, next) {
+                prop_assert!(off <= HEADER_LEN + MAX_EXT_LEN);
+            }
+        }
+
         #[test]
         fn write_roundtrip(mut b in prop::collection::vec(any::<u8>(), 40)) {
             b[0] = (b[0] & 0x0f) | 0x60;

@@ -3,13 +3,16 @@
 //! plain struct and emitted back as bytes, with its tests beside it.
 //!
 //! Parsing here only decodes fields; deciding what is acceptable is the caller's job
-//! ([`crate::synproxy`]), so the same views serve the XDP path, the TC path and tests.
+//! ([`crate::pipeline`]), so the same views serve the XDP path, the TC path and tests.
 
+pub mod addr;
 pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
 pub mod tcp_options;
+
+pub use addr::Addr;
 
 /// IP protocol number / IPv6 next header of TCP.
 pub const IPPROTO_TCP: u8 = 6;

@@ -2,10 +2,11 @@
 //! SYN+ACK's.
 //!
 //! The parser walks at most [`MAX_LEN`] bytes, one option per step of a
-//! [`bounded_loop`](crate::packet::bounded_loop), each step a constant-size load at a
+//! [`bounded_loop`], each step a constant-size load at a
 //! variable offset: the form the BPF verifier accepts.
 
-use crate::packet::{Packet, Step, bounded_loop};
+use crate::packet::Packet;
+use crate::verifier::{Step, bounded_loop};
 
 /// The option area is at most 40 bytes (data offset 15).
 pub const MAX_LEN: usize = 40;
@@ -50,20 +51,28 @@ impl TcpOptions {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionsError {
-    /// The area is longer than 40 bytes.
-    TooLong,
-    /// An option's length byte is missing, below 2, or runs past the area.
-    Overrun,
-    /// MSS, window scale, SACK-permitted or timestamps with the wrong length.
-    BadLength,
-    /// The area is not all inside the packet.
+    /// The area is not all inside the packet, or claims more than the [`MAX_LEN`] bytes a
+    /// data offset can give. Never for a segment whose lengths the pipeline has checked:
+    /// no layout of the option bytes themselves is an error (see [`parse`]).
     Truncated,
 }
 
-/// Parses the `len` option bytes at `off` (`len` = data offset * 4 - 20).
+/// Parses the `len` option bytes at `off` (`len` = data offset * 4 - 20), with the rules
+/// of Linux's `tcp_parse_options` (net/ipv4/tcp_input.c), which never fails:
 ///
-/// EOL ends the walk, NOP is skipped, unknown kinds with a sane length are skipped. A
-/// repeated option overwrites the earlier one, as in Linux.
+/// - EOL ends the walk; NOP is skipped.
+/// - Any other kind needs a length byte inside the area, at least 2, that keeps the option
+///   inside the area; if it has none, or one that is below 2 or runs past the area, the
+///   walk stops there, keeping what it had read before.
+/// - MSS (length 4), window scale (3), SACK-permitted (2) and timestamps (10) count only
+///   with exactly that length; with any other (sane) length they are skipped like an
+///   unknown kind.
+/// - A repeated option overwrites the earlier one, except that an MSS of 0 is ignored
+///   (it neither counts nor clears an earlier MSS).
+/// - A window scale above 14 counts as 14 (Linux clamps it and logs a warning).
+///
+/// Linux reads MSS, window scale and SACK-permitted only on a SYN; the caller uses only
+/// the fields that apply to its segment (the cookie ACK only the timestamps).
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(
     p: &P,
@@ -71,7 +80,7 @@ pub fn parse<P: Packet + ?Sized>(
     len: usize,
 ) -> Result<TcpOptions, OptionsError> {
     if len > MAX_LEN {
-        return Err(OptionsError::TooLong);
+        return Err(OptionsError::Truncated);
     }
     if len == 0 {
         return Ok(TcpOptions::NONE);
@@ -194,8 +203,8 @@ enum Slot {
     Timestamp = 4,
 }
 
-/// Per kind: its [`Slot`] (low 3 bits) and the length it must have (high 5 bits, 0 where
-/// any length goes). A table rather than a `match` on the kind: a match hands the
+/// Per kind: its [`Slot`] (low 3 bits) and the length it counts with (high 5 bits; 0 for
+/// `Other`, whose length is never compared). A table rather than a `match` on the kind: a match hands the
 /// verifier a constant length on each path, and constants keep the walk's states apart.
 static KIND_INFO: [u8; 256] = {
     let mut t = [Slot::Other as u8; 256];
@@ -261,36 +270,49 @@ impl<P: Packet + ?Sized> Step for Walk<'_, P> {
             self.next = i + 1;
             return true;
         }
+        // Linux: a kind without a length byte, or a length below 2 or running past the
+        // area, ends the parse; what came before stands.
         if i + 2 > self.len {
-            return self.fail(OptionsError::Overrun);
+            return false;
         }
         let Some(olen) = self.p.load_u8(at + 1) else {
             return self.fail(OptionsError::Truncated);
         };
         let olen = usize::from(olen);
         if olen < 2 || i + olen > self.len {
-            return self.fail(OptionsError::Overrun);
+            return false;
         }
         let info = KIND_INFO[usize::from(k)];
-        let required = usize::from(info >> 3);
-        if required != 0 && required != olen {
-            return self.fail(OptionsError::BadLength);
-        }
-        let slot = info & 7;
+        // A kept kind with another length is skipped like an unknown one.
+        let slot = if usize::from(info >> 3) == olen {
+            info & 7
+        } else {
+            Slot::Other as u8
+        };
         // Each kept option's full length lies inside the area, checked just above.
-        let ok = match slot {
-            s if s == Slot::Mss as u8 => self.p.load_be16(at + 2).map(|m| self.mss = m),
-            s if s == Slot::Wscale as u8 => self.p.load_u8(at + 2).map(|ws| self.ws = ws),
+        let kept = match slot {
+            // An MSS of 0 is ignored, as Linux does: it does not clear an earlier one.
+            s if s == Slot::Mss as u8 => self.p.load_be16(at + 2).map(|m| {
+                if m != 0 {
+                    self.mss = m;
+                }
+                m != 0
+            }),
+            s if s == Slot::Wscale as u8 => self.p.load_u8(at + 2).map(|ws| {
+                self.ws = ws;
+                true
+            }),
             s if s == Slot::Timestamp as u8 => self.p.load::<8>(at + 2).map(|ts| {
                 self.tsval = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
                 self.tsecr = u32::from_be_bytes([ts[4], ts[5], ts[6], ts[7]]);
+                true
             }),
-            _ => Some(()),
+            _ => Some(true),
         };
-        if ok.is_none() {
+        let Some(kept) = kept else {
             return self.fail(OptionsError::Truncated);
-        }
-        self.seen |= 1 << slot;
+        };
+        self.seen |= u32::from(kept) << slot;
         self.next = i + olen;
         // Stop right after the last option rather than stepping over its bytes.
         self.next < self.len
@@ -419,8 +441,6 @@ mod tests {
         // Unknown kind 30 (MPTCP) with a valid length is skipped.
         let o = parse_bytes(&[30, 4, 0, 0, 2, 4, 0x02, 0x18]).unwrap();
         assert_eq!(o.mss, 536);
-        // An MSS of zero reads as absent.
-        assert_eq!(parse_bytes(&[2, 4, 0, 0]).unwrap().mss, 0);
     }
 
     #[test]
@@ -431,21 +451,100 @@ mod tests {
         assert_eq!(parse_bytes(&[1, 3, 3, 0]).unwrap().wscale, 0);
     }
 
+    /// SACK-permitted then timestamps (1, 2): what survives each tolerated layout below.
+    const SACK_TS: [u8; 12] = [4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    const SACK_TS_OPTS: TcpOptions = TcpOptions {
+        sack_ok: true,
+        ts: true,
+        tsval: 1,
+        tsecr: 2,
+        ..TcpOptions::NONE
+    };
+
+    fn after_sack_ts(tail: &[u8]) -> Result<TcpOptions, OptionsError> {
+        let mut b = SACK_TS.to_vec();
+        b.extend_from_slice(tail);
+        parse_bytes(&b)
+    }
+
     #[test]
-    fn malformed() {
-        assert_eq!(parse_bytes(&[2, 3, 5, 1]), Err(OptionsError::BadLength));
-        assert_eq!(parse_bytes(&[3, 4, 5, 1]), Err(OptionsError::BadLength));
-        assert_eq!(parse_bytes(&[4, 3, 0, 1]), Err(OptionsError::BadLength));
+    fn known_kind_with_wrong_length_is_skipped() {
+        // MSS with length 3: skipped as 3 bytes, the window scale after it still counts.
         assert_eq!(
-            parse_bytes(&[8, 8, 0, 0, 0, 0, 0, 0]),
-            Err(OptionsError::BadLength)
+            parse_bytes(&[2, 3, 5, 3, 3, 7, 1, 1]),
+            Ok(TcpOptions {
+                wscale: 7,
+                ..TcpOptions::NONE
+            })
         );
-        // Length byte past the area, zero/one length, option running past the area.
-        assert_eq!(parse_bytes(&[1, 1, 1, 2]), Err(OptionsError::Overrun));
-        assert_eq!(parse_bytes(&[30, 0, 1, 1]), Err(OptionsError::Overrun));
-        assert_eq!(parse_bytes(&[30, 1, 1, 1]), Err(OptionsError::Overrun));
-        assert_eq!(parse_bytes(&[1, 1, 1, 2, 4, 5]), Err(OptionsError::Overrun));
-        assert_eq!(parse(&[0u8; 60][..], 0, 44), Err(OptionsError::TooLong));
+        assert_eq!(after_sack_ts(&[2, 3, 5, 1]), Ok(SACK_TS_OPTS));
+        // Window scale with length 4, SACK-permitted with 3, timestamps with 8.
+        assert_eq!(after_sack_ts(&[3, 4, 5, 1]), Ok(SACK_TS_OPTS));
+        assert_eq!(parse_bytes(&[4, 3, 0, 2, 4, 0x02, 0x18]).unwrap().mss, 536);
+        assert_eq!(parse_bytes(&[4, 3, 0, 1]), Ok(TcpOptions::NONE));
+        assert_eq!(parse_bytes(&[8, 8, 0, 0, 0, 0, 0, 0]), Ok(TcpOptions::NONE));
+        // A wrong-length copy does not undo the right one before it.
+        let mut b = vec![2, 4, 0x05, 0xb4, 2, 6, 0, 1, 0, 0];
+        b.extend([3, 2, 3, 3, 9]);
+        let o = parse_bytes(&b).unwrap();
+        assert_eq!((o.mss, o.wscale), (1460, 9));
+    }
+
+    #[test]
+    fn trailing_kind_without_length_byte_ends_the_walk() {
+        assert_eq!(parse_bytes(&[1, 1, 1, 2]), Ok(TcpOptions::NONE));
+        assert_eq!(after_sack_ts(&[1, 1, 1, 30]), Ok(SACK_TS_OPTS));
+        // An odd-length area: the last byte is a kind, its length would be past the area.
+        let b = [2, 4, 0x05, 0xb4, 3];
+        assert_eq!(parse_bytes(&b).unwrap().mss, 1460);
+    }
+
+    #[test]
+    fn length_below_two_ends_the_walk() {
+        assert_eq!(parse_bytes(&[30, 0, 1, 1]), Ok(TcpOptions::NONE));
+        assert_eq!(parse_bytes(&[30, 1, 1, 1]), Ok(TcpOptions::NONE));
+        // What comes after is not read, even a valid MSS.
+        let o = after_sack_ts(&[2, 1, 2, 4, 0x05, 0xb4, 1, 1]).unwrap();
+        assert_eq!(o, SACK_TS_OPTS);
+    }
+
+    #[test]
+    fn option_running_past_the_area_ends_the_walk() {
+        assert_eq!(parse_bytes(&[1, 1, 1, 2, 4, 5]), Ok(TcpOptions::NONE));
+        assert_eq!(after_sack_ts(&[1, 1, 30, 9]), Ok(SACK_TS_OPTS));
+        // A timestamp cut by the area's end is not read, nor a half MSS.
+        assert_eq!(
+            parse_bytes(&[2, 4, 0x05, 0xb4, 8, 10, 0, 0, 0, 1, 0, 0]).unwrap(),
+            TcpOptions {
+                mss: 1460,
+                ..TcpOptions::NONE
+            }
+        );
+        assert_eq!(parse_bytes(&[1, 2, 4, 5]), Ok(TcpOptions::NONE));
+    }
+
+    #[test]
+    fn mss_zero_is_ignored_not_a_reset() {
+        assert_eq!(parse_bytes(&[2, 4, 0, 0]), Ok(TcpOptions::NONE));
+        assert_eq!(
+            parse_bytes(&[2, 4, 0x05, 0xb4, 2, 4, 0, 0]).unwrap().mss,
+            1460
+        );
+        assert_eq!(
+            parse_bytes(&[2, 4, 0, 0, 2, 4, 0x05, 0xb4]).unwrap().mss,
+            1460
+        );
+        assert_eq!(
+            parse_bytes(&[2, 4, 0x05, 0xb4, 2, 4, 0x02, 0x18])
+                .unwrap()
+                .mss,
+            536
+        );
+    }
+
+    #[test]
+    fn unreadable_areas() {
+        assert_eq!(parse(&[0u8; 60][..], 0, 44), Err(OptionsError::Truncated));
         // The area claims bytes the packet does not have.
         assert_eq!(parse(&[1u8, 1, 1][..], 0, 4), Err(OptionsError::Truncated));
     }
@@ -651,12 +750,19 @@ mod tests {
             prop_assert_eq!(back.wscale, want_ws);
         }
 
-        /// Arbitrary bytes: never a panic, and any success reports sane values.
+        /// Arbitrary bytes: never a panic, any success reports sane values, and an area
+        /// inside the packet always parses (Linux's parser has no failure).
         #[test]
         fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..48), len in 0usize..48) {
-            if let Ok(o) = parse(&b[..], 0, len) {
-                prop_assert!(o.wscale <= 14 || o.wscale == WSCALE_ABSENT);
-                prop_assert!(len <= MAX_LEN);
+            match parse(&b[..], 0, len) {
+                Ok(o) => {
+                    prop_assert!(o.wscale <= 14 || o.wscale == WSCALE_ABSENT);
+                    prop_assert!(len <= MAX_LEN);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, OptionsError::Truncated);
+                    prop_assert!(len > MAX_LEN || len > b.len());
+                }
             }
         }
     }

@@ -1,0 +1,135 @@
+//! The pin directory: `<PIN_ROOT>/<iface>/`, one per protected interface, holding the maps
+//! and the program links; mounting bpffs for it, restricting it to root, and the daemon lock
+//! on it.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use synguard_common::maps::names::{BPFFS, PIN_ROOT, TC_LINK, XDP_LINK};
+
+use crate::{iface::IfaceName, run_state::RunState};
+
+/// The pin directory for `iface`. [`IfaceName`] keeps it a direct child of the pin root.
+pub fn dir(iface: &IfaceName) -> PathBuf {
+    Path::new(PIN_ROOT).join(iface.as_str())
+}
+
+/// The two link pins in a pin directory: XDP first, then TC.
+pub fn link_pins(dir: &Path) -> [PathBuf; 2] {
+    [dir.join(XDP_LINK), dir.join(TC_LINK)]
+}
+
+/// Mounts bpffs on /sys/fs/bpf if nothing is mounted there (as bpftool does), then creates
+/// the interface's pin directory with mode 0700.
+pub fn ensure_dir(iface: &IfaceName) -> Result<PathBuf> {
+    ensure_bpffs()?;
+    let d = dir(iface);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .with_context(|| format!("creating pin directory {}", d.display()))?;
+    Ok(d)
+}
+
+/// The pin directory of an interface synguard is running on, or a clear error.
+pub fn existing_dir(iface: &IfaceName) -> Result<PathBuf> {
+    let d = dir(iface);
+    if !d.is_dir() {
+        bail!(
+            "synguard is not running on {iface}: no pins at {} (start it with `synguard run --iface {iface}`)",
+            d.display()
+        );
+    }
+    Ok(d)
+}
+
+/// Restricts everything pinned in `dir` to root (mode 0600): keys live here.
+pub fn restrict(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpffs() -> Result<()> {
+    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+    if statfs(BPFFS).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("mounting bpffs on {BPFFS}"))?;
+    Ok(())
+}
+
+/// An exclusive lock on an interface's pin directory, held by the running daemon for its
+/// whole life. The kernel drops it when the process dies, SIGKILL included, so a stale
+/// lock never blocks a restart.
+pub struct DaemonLock {
+    _dir: fs::File,
+}
+
+/// Takes the daemon lock on `dir`, or says that another daemon holds it.
+pub fn lock(dir: &Path, iface: &IfaceName) -> Result<DaemonLock> {
+    match try_lock(dir)? {
+        Some(l) => Ok(l),
+        None => {
+            let who = RunState::live_pid(iface)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            bail!(
+                "a synguard daemon is already running on {iface}{who}; stop it first (SIGTERM detaches, \
+                 or use --keep-attached on it to restart without a gap)"
+            )
+        }
+    }
+}
+
+/// `Some(lock)` if nobody holds it, `None` if a daemon does.
+pub fn try_lock(dir: &Path) -> Result<Option<DaemonLock>> {
+    let f = fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(DaemonLock { _dir: f })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("locking {}", dir.display())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_dirs_stay_under_the_pin_root() {
+        let d = dir(&"eth0".parse().unwrap());
+        assert_eq!(d, Path::new(PIN_ROOT).join("eth0"));
+        assert_eq!(d.parent(), Some(Path::new(PIN_ROOT)));
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let tmp = std::env::temp_dir().join(format!("synguard-lock-test-{}", std::process::id()));
+        fs::create_dir_all(&tmp).unwrap();
+        let held = try_lock(&tmp).unwrap();
+        assert!(held.is_some());
+        assert!(try_lock(&tmp).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&tmp).unwrap().is_some());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -1,0 +1,74 @@
+//! What each kernel line is expected to do today, check by check. The one place to flip
+//! when a kernel starts to work: a result that differs from this, in either direction,
+//! fails the run, so the table never silently disagrees with the code.
+
+use super::{KernelLine, report::Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Pass,
+    /// Fails, and the detail says this (the reason is part of the expectation).
+    FailWith(&'static str),
+    /// Not run, because something before it failed as expected.
+    Skip,
+}
+
+impl Expect {
+    pub fn describe(self) -> String {
+        match self {
+            Expect::Pass => "pass".into(),
+            Expect::FailWith(why) => format!("fail: {why}"),
+            Expect::Skip => "skip".into(),
+        }
+    }
+
+    /// Whether (outcome, detail) is what was expected.
+    pub fn met_by(self, outcome: Outcome, detail: &str) -> bool {
+        match self {
+            Expect::Pass => outcome == Outcome::Pass,
+            Expect::FailWith(why) => outcome == Outcome::Fail && detail.contains(why),
+            Expect::Skip => outcome == Outcome::Skip,
+        }
+    }
+}
+
+/// 6.12's verifier rejects the XDP program's packet bounds check (issue 13).
+const VERIFIER_6_12: &str =
+    "math between pkt pointer and register with unbounded min value is not allowed";
+/// synguard refuses kernels without the kfunc, and has no fallback yet (issue 13).
+const NO_KFUNC: &str = "no bpf_sk_assign_tcp_reqsk";
+
+/// What `check` does on `line` in `xdp_mode` (`-` for checks that do not attach).
+pub fn expected(line: KernelLine, xdp_mode: &str, check: &str) -> Expect {
+    // Today no expectation depends on the mode.
+    let _ = xdp_mode;
+    let attached = check != "check" && check != "attach";
+    match line {
+        KernelLine::Host => Expect::Pass,
+        KernelLine::V6_12 => match check {
+            "check" => Expect::Pass,
+            "attach" => Expect::FailWith(VERIFIER_6_12),
+            _ if attached => Expect::Skip,
+            _ => Expect::Pass,
+        },
+        KernelLine::V6_1 => match check {
+            "check" | "attach" => Expect::FailWith(NO_KFUNC),
+            _ => Expect::Skip,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_for_another_reason_is_not_the_expected_failure() {
+        let e = expected(KernelLine::V6_12, "generic", "attach");
+        assert!(e.met_by(Outcome::Fail, &format!("verifier: {VERIFIER_6_12}")));
+        assert!(!e.met_by(Outcome::Fail, "Invalid argument"));
+        assert!(!e.met_by(Outcome::Pass, ""));
+        assert!(expected(KernelLine::Host, "native", "handshake").met_by(Outcome::Pass, ""));
+        assert!(!expected(KernelLine::Host, "native", "handshake").met_by(Outcome::Skip, ""));
+    }
+}
