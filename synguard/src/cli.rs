@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    config::ServiceConfig,
     daemon::RunOpts,
     iface::{IfaceName, XdpRequest},
     ports::{self, PortSet},
@@ -15,9 +16,34 @@ use crate::{
 
 #[derive(Parser, Debug)]
 #[command(name = "synguard", version, about = "XDP SYN-cookie flood mitigator")]
+#[command(after_help = EXIT_CODES)]
 pub struct Cli {
+    /// error, warn, info, debug or trace (RUST_LOG, if set, refines it) [default: info].
+    #[arg(long, global = true, value_parser = parse_log_level)]
+    pub log_level: Option<log::LevelFilter>,
+    /// text, or json (one object a line). Under journald (JOURNAL_STREAM) text lines carry
+    /// the syslog priority instead of a timestamp.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The exit codes, in `--help` and the README.
+pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 not running (no synguard \
+                              instance on the interface), 4 check failed, 5 permission denied \
+                              (run as root)";
+
+fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("expected off, error, warn, info, debug or trace, got {s:?}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,12 +104,18 @@ pub enum Cmd {
     },
     /// Detach the programs and remove the pins, keys and counters.
     Detach {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        iface: Option<IfaceName>,
+        /// Every instance that has pins (what removing the package does).
         #[arg(long)]
-        iface: IfaceName,
+        all: bool,
         /// Detach even though a daemon is running on the interface.
         #[arg(long)]
         force: bool,
     },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,12 +172,14 @@ fn parse_xdp(s: &str) -> Result<XdpRequest, String> {
     s.parse()
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct RunArgs {
     /// Interface to protect (or `iface` in the config file).
     #[arg(long)]
     pub iface: Option<IfaceName>,
-    /// TOML file with any of these settings; flags override it. Unknown keys are errors.
+    /// TOML file with any of these settings, `allow`/`deny` lists and `interfaces`; flags
+    /// override it. Unknown keys are errors. SIGHUP reloads it. [default:
+    /// /etc/synguard/synguard.toml, if it exists]
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Prometheus endpoint, or off [default: 127.0.0.1:9531].
@@ -173,11 +207,18 @@ pub struct RunArgs {
 impl RunArgs {
     /// Defaults, then the config file, then the flags; validated as a whole.
     pub fn resolve(&self) -> Result<RunOpts> {
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        self.resolve_with(file)
+        self.resolve_service(ServiceConfig::load(self.config.as_deref())?)
+    }
+
+    pub fn resolve_service(&self, sc: ServiceConfig) -> Result<RunOpts> {
+        let iface = sc.iface()?;
+        let mut file = sc.file;
+        file.iface = iface;
+        let mut o = self.resolve_with(file)?;
+        o.config_path = sc.path;
+        o.allow = sc.allow;
+        o.deny = sc.deny;
+        Ok(o)
     }
 
     pub fn resolve_with(&self, file: FileConfig) -> Result<RunOpts> {
@@ -209,6 +250,10 @@ impl RunArgs {
                 .unwrap_or(settings::DEFAULT_ROTATION),
             keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
             fix_sysctls: self.fix_sysctls,
+            config_path: None,
+            allow: None,
+            deny: None,
+            flag_settings: self.settings.iter().map(|s| s.key()).collect(),
         })
     }
 }

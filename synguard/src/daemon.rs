@@ -1,5 +1,10 @@
 //! `synguard run`: load, attach (or take over a previous run's pinned links), then rotate
-//! keys and drive auto mode until SIGINT/SIGTERM.
+//! keys and drive auto mode until a signal says to stop.
+//!
+//! Signals: SIGHUP reloads the config file (validated first; a bad one changes nothing).
+//! SIGTERM and SIGINT detach and exit (`systemctl stop`), unless `--keep-attached`.
+//! SIGUSR2 exits and leaves everything attached for the next run (`systemctl restart`, via
+//! the unit's `RestartKillSignal=`): no gap, same keys, counters and lists.
 
 use std::{
     net::SocketAddr,
@@ -10,19 +15,24 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use log::{info, warn};
+use ipnet::IpNet;
+use log::{error, info, warn};
 use synguard_common::maps::{Config, Counter, Mode, names};
 
 use crate::{
     attach::{self, Existing},
     auto::{self, Hysteresis, RateMeter, Rates, Thresholds, Transition},
     check,
+    cli::RunArgs,
     iface::{self, IfaceName, XdpHook, XdpMode, XdpRequest},
-    keys, lists, local_addrs,
+    keys,
+    lists::{self, List},
+    local_addrs,
     metrics::{self, Live},
     pinned_maps,
     run_state::{self, RunState},
-    settings::{self, Tunables},
+    service,
+    settings::{self, Key, Tunables},
     state_dir,
 };
 
@@ -37,6 +47,37 @@ pub struct RunOpts {
     pub keep_attached: bool,
     /// Set the required sysctls instead of refusing to start without them.
     pub fix_sysctls: bool,
+    /// The config file these came from, reloaded on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// The lists the config file owns (`None`: the key is absent, the list is managed live).
+    pub allow: Option<Vec<IpNet>>,
+    pub deny: Option<Vec<IpNet>>,
+    /// Settings given as flags: they override the file, on reload too.
+    pub flag_settings: Vec<Key>,
+}
+
+impl RunOpts {
+    pub fn list(&self, l: List) -> Option<&[IpNet]> {
+        match l {
+            List::Allow => self.allow.as_deref(),
+            List::Deny => self.deny.as_deref(),
+        }
+    }
+
+    fn config_name(&self) -> String {
+        self.config_path
+            .as_ref()
+            .map_or_else(|| "no config file".into(), |p| p.display().to_string())
+    }
+}
+
+/// How the event loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// SIGTERM/SIGINT: detach unless --keep-attached.
+    Stop,
+    /// SIGUSR2: leave everything for the next run.
+    Handover,
 }
 
 fn take(ebpf: &mut aya::Ebpf, name: &str) -> Result<Map> {
@@ -54,9 +95,10 @@ struct Attached {
     key_rotated_unix: u64,
 }
 
-pub fn run(o: RunOpts) -> Result<()> {
+pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     // Everything that can be checked is checked before anything is created or written.
     o.tunables.validate().map_err(anyhow::Error::msg)?;
+    require_capabilities()?;
     let ifindex = iface::ifindex(&o.iface)?;
     iface::require_ethernet(&o.iface, ifindex)?;
     check::require_kernel()?;
@@ -108,6 +150,7 @@ pub fn run(o: RunOpts) -> Result<()> {
         rotation_secs: o.rotation.as_secs(),
         xdp_mode: att.mode,
         xdp_reason: att.reason.clone(),
+        config: o.config_path.clone(),
     };
     if let Err(e) = rs.store(&o.iface) {
         warn!("cannot record run state: {e:#}");
@@ -116,22 +159,102 @@ pub fn run(o: RunOpts) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(event_loop(&o, &dir, &mut att, &mut rs, metrics_listener));
-    if o.keep_attached {
+    let mut o = o;
+    let result = rt.block_on(event_loop(
+        args,
+        &mut o,
+        &dir,
+        &mut att,
+        &mut rs,
+        metrics_listener,
+    ));
+    let how = match &result {
+        Ok(Exit::Handover) => "SIGUSR2",
+        _ if o.keep_attached => "--keep-attached",
+        _ => "",
+    };
+    if !how.is_empty() {
+        service::stopping(&format!("exiting; {} stays protected", o.iface));
         info!(
-            "leaving synguard attached to {} (--keep-attached): pins and keys stay in {}; \
-             start `synguard run` again to take over, or `synguard detach` to remove",
+            "leaving synguard attached to {} ({}): programs, keys, counters and lists stay in \
+             {}; start `synguard run` again to take over, or `synguard detach` to remove",
             o.iface,
+            how,
             dir.display()
         );
     } else {
+        service::stopping(&format!("detaching from {}", o.iface));
         info!("detaching from {}", o.iface);
         if dir.is_dir() {
             attach::detach(&dir)?;
         }
         RunState::remove(&o.iface);
     }
-    result
+    result.map(|_| ())
+}
+
+/// Refuses to start, naming what is missing, without the capabilities `run` needs. The
+/// alternative is a bpf(2) EPERM deep in loading, or "not running" on a 0700 bpffs.
+fn require_capabilities() -> Result<()> {
+    // capability.h numbers.
+    const CAPS: [(u32, &str); 4] = [
+        (12, "CAP_NET_ADMIN"),
+        (21, "CAP_SYS_ADMIN"),
+        (38, "CAP_PERFMON"),
+        (39, "CAP_BPF"),
+    ];
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(()); // no /proc: let the operations themselves say
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = CAPS
+        .iter()
+        .filter(|(bit, _)| eff & (1 << bit) == 0)
+        .map(|&(_, name)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(service::permission(format!(
+            "starting `synguard run` (missing {})",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Makes the lists the config owns hold exactly its entries: removals first (so the trie
+/// never overflows), then additions. Each change is logged at info.
+pub fn sync_lists(o: &RunOpts) -> Result<()> {
+    for l in [List::Allow, List::Deny] {
+        let Some(want) = o.list(l) else { continue };
+        let have = lists::list(&o.iface, l)?;
+        let gone: Vec<String> = have
+            .iter()
+            .filter(|n| !want.contains(n))
+            .map(ToString::to_string)
+            .collect();
+        let new: Vec<String> = want
+            .iter()
+            .filter(|n| !have.contains(n))
+            .map(ToString::to_string)
+            .collect();
+        if !gone.is_empty() {
+            for m in lists::del(&o.iface, l, &gone)? {
+                info!("{}: {m} (not in {})", o.iface, o.config_name());
+            }
+        }
+        if !new.is_empty() {
+            for m in lists::add(&o.iface, l, &new)? {
+                info!("{}: {m} (from {})", o.iface, o.config_name());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses to start, with every fix in the message, while a sysctl of
@@ -187,6 +310,8 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     config.set(0, &o.tunables.to_config(ncpus), 0)?;
     let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
     pinned_maps::write_ports(&mut ports, &o.tunables.ports)?;
+    // The maps are pinned: the lists are in place before XDP sees a packet.
+    sync_lists(o)?;
     let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
     let mut ring = keys::KeyRing::new(
         Array::try_from(take(&mut ebpf, names::KEYS)?)?,
@@ -257,12 +382,13 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
 }
 
 async fn event_loop(
-    o: &RunOpts,
+    args: &RunArgs,
+    o: &mut RunOpts,
     dir: &Path,
     att: &mut Attached,
     rs: &mut RunState,
     metrics_listener: Option<std::net::TcpListener>,
-) -> Result<()> {
+) -> Result<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let live = Arc::new(Live::default());
     let _server = match metrics_listener {
@@ -284,6 +410,15 @@ async fn event_loop(
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    // WATCHDOG=1 from the loop itself: a wedged loop (no rotation, no auto mode) stops it.
+    let mut watchdog = service::watchdog_interval().map(|d| {
+        info!("systemd watchdog: pinging every {d:?}");
+        let mut i = tokio::time::interval(d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
 
     // Tries reused from a previous run may hold entries the (maybe new) flags don't show.
     let mut list_flags = lists::ListFlags::open(&o.iface)?;
@@ -305,11 +440,42 @@ async fn event_loop(
     let first = o.rotation.saturating_sub(age);
     let rotate_at = tokio::time::sleep(first);
     tokio::pin!(rotate_at);
+    service::ready(&status_line(o, rs, hyst.engaged));
 
-    loop {
+    let exit = loop {
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM"); break; }
-            _ = sigint.recv() => { info!("SIGINT"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM"); break Exit::Stop; }
+            _ = sigint.recv() => { info!("SIGINT"); break Exit::Stop; }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: exiting for a restart, leaving everything attached");
+                break Exit::Handover;
+            }
+            _ = sighup.recv() => {
+                service::reloading();
+                let old_rotation = o.rotation;
+                match reload(args, o, att) {
+                    Ok(n) => info!("reloaded {}: {n} change(s)", o.config_name()),
+                    Err(e) => error!(
+                        "reload refused, nothing changed: {e:#}"
+                    ),
+                }
+                if o.rotation != old_rotation {
+                    let age = Duration::from_secs(run_state::unix_now().saturating_sub(rs.key_rotated_unix));
+                    rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation.saturating_sub(age));
+                    rs.rotation_secs = o.rotation.as_secs();
+                }
+                rs.config = o.config_path.clone();
+                if let Err(e) = rs.store(&o.iface) {
+                    warn!("cannot record run state: {e:#}");
+                }
+                service::ready(&status_line(o, rs, hyst.engaged));
+            }
+            Some(_) = async {
+                match watchdog.as_mut() {
+                    Some(w) => Some(w.tick().await),
+                    None => std::future::pending().await,
+                }
+            } => service::watchdog(),
             _ = &mut rotate_at => {
                 // wscale comes from CONFIG, so `synguard set wscale` applies from here on.
                 let cfg = att.config.get(&0, 0)?;
@@ -319,7 +485,8 @@ async fn event_loop(
                 if let Err(e) = rs.store(&o.iface) {
                     warn!("cannot record run state: {e:#}");
                 }
-                log::debug!("rotated cookie key to epoch {} (wscale {})", k.epoch, k.wscale);
+                info!("{}: rotated the cookie key to epoch {} (wscale {})", o.iface, k.epoch, k.wscale);
+                service::status(&status_line(o, rs, hyst.engaged));
                 rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation);
             }
             _ = sample.tick() => {
@@ -339,6 +506,7 @@ async fn event_loop(
                     let rates = Rates { syn: rate, forged_ack: ack_rate.unwrap_or(0.0) };
                     if let Some(t) = hyst.update(rates, th, now) {
                         att.ring.set_engaged(t == Transition::Engage)?;
+                        service::status(&status_line(o, rs, t == Transition::Engage));
                         let mode = Mode::from_u32(cfg.mode);
                         let mode_name = mode.map_or("?", Mode::name);
                         match t {
@@ -382,8 +550,138 @@ async fn event_loop(
                 }
             }
         }
+    };
+    Ok(exit)
+}
+
+/// The STATUS= line systemctl status shows.
+fn status_line(o: &RunOpts, rs: &RunState, engaged: bool) -> String {
+    format!(
+        "protecting {} (mode {}{}, ports {}), key epoch {}",
+        o.iface,
+        o.tunables.mode,
+        if engaged { ", engaged" } else { "" },
+        o.tunables.ports,
+        rs.key_epoch
+    )
+}
+
+/// SIGHUP: re-reads the config file with the same flags, validates it whole, then applies
+/// what changed, logging each change. Returns the number of changes. An `Err` means nothing
+/// was applied (except a map write failing midway, which the error says).
+fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> {
+    info!("SIGHUP: reloading {}", o.config_name());
+    let new = args.resolve()?;
+    if new.iface != o.iface {
+        anyhow::bail!(
+            "the config names interface {} but this daemon protects {}: a running daemon \
+             cannot move; start one for {} instead",
+            new.iface,
+            o.iface,
+            new.iface
+        );
     }
-    Ok(())
+    let ncpus = settings::ncpus()?;
+    let p = pinned_maps::PinnedMaps::at(&state_dir::dir(&o.iface));
+    let cur_cfg = att.config.get(&0, 0)?;
+    let cur_ports = p.ports()?;
+    let cur = Tunables::from_config(&cur_cfg, cur_ports.clone(), ncpus);
+    let mut changes = 0;
+    let mut cfg = cur_cfg;
+    for &k in Key::ALL {
+        let (was, now) = (cur.get(k), new.tunables.get(k));
+        let changed = if k == Key::Ports {
+            cur_ports != new.tunables.ports
+        } else {
+            // Compared as stored, so a per-CPU rate that rounds the same is no change.
+            let mut c = cfg;
+            now.store(&mut c, ncpus);
+            let changed = c != cfg;
+            cfg = c;
+            changed
+        };
+        if changed {
+            changes += 1;
+            let prefix = format!("{} = ", k.name());
+            let old = was.to_string();
+            info!(
+                "{}: reload: {now} (was {})",
+                o.iface,
+                old.strip_prefix(&prefix).unwrap_or(&old)
+            );
+            if k == Key::Wscale {
+                info!(
+                    "{}: reload: wscale applies from the next key rotation",
+                    o.iface
+                );
+            }
+        }
+    }
+    if cfg != cur_cfg {
+        att.config.set(0, &cfg, 0).context("writing CONFIG")?;
+    }
+    if cur_ports != new.tunables.ports {
+        pinned_maps::write_ports(&mut p.ports_map()?, &new.tunables.ports)?;
+    }
+    for k in &new.flag_settings {
+        log::debug!(
+            "{}: {} is given as a flag, which overrides the file",
+            o.iface,
+            k.name()
+        );
+    }
+    for l in [List::Allow, List::Deny] {
+        if o.list(l).is_some() && new.list(l).is_none() {
+            info!(
+                "{}: reload: the config no longer has `{} = [...]`; the {} list stays as it \
+                 is, managed live",
+                o.iface,
+                l.name(),
+                l.name()
+            );
+        }
+    }
+    let before: Vec<Vec<IpNet>> = [List::Allow, List::Deny]
+        .iter()
+        .map(|&l| lists::list(&o.iface, l).unwrap_or_default())
+        .collect();
+    sync_lists(&new)?;
+    for (i, &l) in [List::Allow, List::Deny].iter().enumerate() {
+        if new.list(l).is_some_and(|w| w != before[i].as_slice()) {
+            changes += 1;
+        }
+    }
+    if new.rotation != o.rotation {
+        changes += 1;
+        info!(
+            "{}: reload: key_rotation = {} (was {})",
+            o.iface,
+            humantime::format_duration(new.rotation),
+            humantime::format_duration(o.rotation)
+        );
+    }
+    if new.keep_attached != o.keep_attached {
+        changes += 1;
+        info!("{}: reload: keep_attached = {}", o.iface, new.keep_attached);
+    }
+    if new.metrics != o.metrics {
+        warn!(
+            "{}: reload: metrics changes from {:?} to {:?} only with a restart; still serving \
+             the old one",
+            o.iface, o.metrics, new.metrics
+        );
+    }
+    if new.xdp_mode != o.xdp_mode {
+        warn!(
+            "{}: reload: xdp_mode {:?} applies only to a fresh attach (`synguard detach`, then \
+             start); the link keeps its mode",
+            o.iface, new.xdp_mode
+        );
+    }
+    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls);
+    *o = new;
+    (o.metrics, o.xdp_mode, o.fix_sysctls) = keep;
+    Ok(changes)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

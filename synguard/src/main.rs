@@ -4,6 +4,7 @@ mod attach;
 mod auto;
 mod check;
 mod cli;
+mod config;
 mod daemon;
 mod iface;
 mod keys;
@@ -15,6 +16,7 @@ mod pinned_maps;
 mod ports;
 mod rtnl;
 mod run_state;
+mod service;
 mod settings;
 mod state_dir;
 mod stats;
@@ -31,8 +33,8 @@ use crate::{
 };
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    service::init_logging(cli.log_level, cli.log_format);
     if !matches!(cli.cmd, Cmd::Run(_)) {
         // Short-lived commands die quietly on a closed pipe (`synguard stats | head`), as
         // Unix tools do. The daemon keeps Rust's default (ignored), so a scraper hanging up
@@ -44,15 +46,20 @@ fn main() {
             log::debug!("cannot restore the default SIGPIPE action: {e}");
         }
     }
+    let is_check = matches!(cli.cmd, Cmd::Check { .. });
     if let Err(e) = dispatch(cli.cmd) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let code = match service::exit_code(&e) {
+            service::exit::ERROR if is_check => service::exit::CHECK_FAILED,
+            c => c,
+        };
+        std::process::exit(code);
     }
 }
 
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Run(args) => daemon::run(args.resolve()?),
+        Cmd::Run(args) => daemon::run(&args, args.resolve()?),
         Cmd::Set { iface, key, value } => settings::set_live(&iface, &key, &value),
         Cmd::Allow { op } => list_op(List::Allow, op),
         Cmd::Deny { op } => list_op(List::Deny, op),
@@ -64,8 +71,74 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         } => stats::stats(&iface, json, watch, sample),
         Cmd::Status { iface, json } => status::status(&iface, json),
         Cmd::Check { iface, ports } => check::print(&check::run_checks(iface.as_ref(), ports)),
-        Cmd::Detach { iface, force } => detach(&iface, force),
+        Cmd::Detach { iface, all, force } => match (iface, all) {
+            (Some(iface), _) => detach(&iface, force),
+            (None, true) => detach_all(force),
+            (None, false) => bail!("give --iface IF or --all"),
+        },
+        Cmd::GenerateAssets { dir } => generate_assets(&dir),
     }
+}
+
+/// `detach --all`: every instance with a pin directory (package removal).
+fn detach_all(force: bool) -> Result<()> {
+    let root = std::path::Path::new(synguard_common::maps::names::PIN_ROOT);
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("nothing to detach: no {}", root.display());
+            return Ok(());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(service::permission(format!("reading {}", root.display())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut failed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Ok(iface) = name.parse::<IfaceName>() else {
+            continue;
+        };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        if let Err(e) = detach(&iface, force) {
+            eprintln!("error: {iface}: {e:#}");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not detach {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Man pages (one per subcommand) and bash/zsh/fish completions, for the package.
+fn generate_assets(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    let comp = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&comp)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "synguard", &comp)?;
+    }
+    println!(
+        "wrote man pages to {} and completions to {}",
+        man.display(),
+        comp.display()
+    );
+    Ok(())
 }
 
 fn list_op(list: List, op: ListOp) -> Result<()> {
@@ -74,11 +147,13 @@ fn list_op(list: List, op: ListOp) -> Result<()> {
             for m in lists::add(&iface, list, &cidrs)? {
                 println!("{m}");
             }
+            println!("{}", not_in_config(&iface, list));
         }
         ListOp::Del { iface, cidrs } => {
             for m in lists::del(&iface, list, &cidrs)? {
                 println!("{m}");
             }
+            println!("{}", not_in_config(&iface, list));
         }
         ListOp::List { iface, json } => {
             let entries = lists::list(&iface, list)?;
@@ -93,6 +168,21 @@ fn list_op(list: List, op: ListOp) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a live list change means for the config file the daemon on `iface` runs from.
+fn not_in_config(iface: &IfaceName, list: List) -> String {
+    let path = RunState::load(iface).and_then(|r| r.config);
+    let owned = path
+        .as_deref()
+        .and_then(|p| config::ServiceConfig::load(Some(p)).ok())
+        .is_some_and(|c| c.list(list).is_some());
+    config::NotInConfig {
+        list,
+        path: path.as_deref(),
+        owned,
+    }
+    .to_string()
 }
 
 fn detach(iface: &IfaceName, force: bool) -> Result<()> {

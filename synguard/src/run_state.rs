@@ -27,6 +27,9 @@ pub struct RunState {
     pub xdp_mode: Option<XdpMode>,
     /// Why that mode was chosen.
     pub xdp_reason: String,
+    /// The config file the daemon runs from (and reloads on SIGHUP), if any.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 impl RunState {
@@ -110,6 +113,7 @@ mod tests {
             rotation_secs: 60,
             xdp_mode: Some(XdpMode::Native),
             xdp_reason: "why".into(),
+            config: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"xdp_mode\":\"native\""), "{text}");

@@ -6,7 +6,7 @@
 //! are special (`synack_rate` is stored per CPU, `wscale` applies from the next key
 //! rotation, `ports` lives in `PORTS`) are special in their row and in [`set_live`].
 
-use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use synguard_common::maps::{Config, Mode};
@@ -98,7 +98,6 @@ macro_rules! settings {
         }
 
         impl Setting {
-            #[cfg(test)]
             pub fn key(&self) -> Key {
                 match self {
                     $(Setting::$Key(_) => Key::$Key,)*
@@ -141,6 +140,13 @@ macro_rules! settings {
         }
 
         impl Tunables {
+            /// The value of one setting.
+            pub fn get(&self, k: Key) -> Setting {
+                match k {
+                    $(Key::$Key => Setting::$Key(self.$name.clone()),)*
+                }
+            }
+
             pub fn apply(&mut self, s: &Setting) {
                 match s {
                     $(Setting::$Key(v) => self.$name = v.clone(),)*
@@ -717,16 +723,17 @@ const FILE_ONLY_KEYS: &[&str] = &[
 ];
 
 impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        FileConfig::parse(&text).with_context(|| format!("config file {}", path.display()))
-    }
-
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<FileConfig> {
         let table: toml::Table = toml::from_str(text).context("invalid TOML")?;
+        FileConfig::from_table(&table, &[])
+    }
+
+    /// The `run` options and settings of a parsed file. `other_keys` are the keys another
+    /// module has taken out of `table` (named in the unknown-key message).
+    pub fn from_table(table: &toml::Table, other_keys: &[&str]) -> Result<FileConfig> {
         let mut fc = FileConfig::default();
-        for (k, v) in &table {
+        for (k, v) in table {
             let key = k.replace('-', "_");
             let as_str = |v: &toml::Value| toml_text(k, v).map_err(anyhow::Error::msg);
             match key.as_str() {
@@ -749,8 +756,9 @@ impl FileConfig {
                 },
                 _ => {
                     let Ok(setting) = Key::from_name(&key) else {
+                        let others: String = other_keys.iter().map(|k| format!("{k}, ")).collect();
                         bail!(
-                            "unknown key {k:?}; valid keys: {}, {}",
+                            "unknown key {k:?}; valid keys: {others}{}, {}",
                             FILE_ONLY_KEYS.join(", "),
                             key_list()
                         );

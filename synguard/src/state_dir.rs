@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use synguard_common::maps::names::{BPFFS, PIN_ROOT, TC_LINK, XDP_LINK};
 
-use crate::{iface::IfaceName, run_state::RunState};
+use crate::{iface::IfaceName, run_state::RunState, service};
 
 /// The pin directory for `iface`. [`IfaceName`] keeps it a direct child of the pin root.
 pub fn dir(iface: &IfaceName) -> PathBuf {
@@ -28,24 +28,32 @@ pub fn link_pins(dir: &Path) -> [PathBuf; 2] {
 pub fn ensure_dir(iface: &IfaceName) -> Result<PathBuf> {
     ensure_bpffs()?;
     let d = dir(iface);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)
-        .with_context(|| format!("creating pin directory {}", d.display()))?;
+    if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(&d) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return Err(service::permission(format!("creating {}", d.display())));
+        }
+        return Err(
+            anyhow::Error::new(e).context(format!("creating pin directory {}", d.display()))
+        );
+    }
     Ok(d)
 }
 
 /// The pin directory of an interface synguard is running on, or a clear error.
 pub fn existing_dir(iface: &IfaceName) -> Result<PathBuf> {
     let d = dir(iface);
-    if !d.is_dir() {
-        bail!(
+    match fs::metadata(&d) {
+        Ok(m) if m.is_dir() => Ok(d),
+        // bpffs and the pin root are 0700: a non-root caller cannot even see whether the
+        // pins are there, so say that instead of "not running".
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(service::permission(
+            format!("looking for pins at {}", d.display()),
+        )),
+        _ => Err(anyhow::Error::new(service::NotRunning(format!(
             "synguard is not running on {iface}: no pins at {} (start it with `synguard run --iface {iface}`)",
             d.display()
-        );
+        )))),
     }
-    Ok(d)
 }
 
 /// Restricts everything pinned in `dir` to root (mode 0600): keys live here.
