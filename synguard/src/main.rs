@@ -48,7 +48,13 @@ fn main() {
     }
     let is_check = matches!(cli.cmd, Cmd::Check { .. });
     if let Err(e) = dispatch(cli.cmd) {
-        eprintln!("error: {e:#}");
+        // Under journald, as an error-priority line.
+        let prio = if service::stderr_is_journal() {
+            "<3>"
+        } else {
+            ""
+        };
+        eprintln!("{prio}error: {e:#}");
         let code = match service::exit_code(&e) {
             service::exit::ERROR if is_check => service::exit::CHECK_FAILED,
             c => c,

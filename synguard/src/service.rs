@@ -71,7 +71,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 
 /// Whether stderr is the journal stream systemd handed us: `JOURNAL_STREAM` is
 /// `DEVICE:INODE` of that stream, and stderr must still be it (not redirected since).
-fn stderr_is_journal() -> bool {
+pub fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

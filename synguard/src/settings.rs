@@ -8,7 +8,7 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use synguard_common::maps::{Config, Mode};
 
 use crate::{
