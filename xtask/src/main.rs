@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod package;
 mod packets;
 mod setup;
 mod signals;
@@ -47,6 +48,9 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// The live suite on Debian's 6.1 and 6.12 kernels under qemu, and on the host kernel.
     Vmtest(vmtest::VmtestArgs),
+    /// The Debian package (cargo-deb): binary, units, default config, man pages,
+    /// completions, maintainer scripts. A release build: minutes.
+    Package,
 }
 
 fn root() -> PathBuf {
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Vmtest(args) => vmtest::vmtest(&args),
+        Cmd::Package => package::package(),
     }
 }
 

@@ -31,6 +31,11 @@ const PACKAGES: &[(&str, &str)] = &[
     // vmtest: Debian's kernels under qemu, with a busybox initramfs.
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
+    // The service tests: systemd-analyze verify on the units; dpkg-deb and man for the
+    // package (`cargo xtask package`).
+    ("systemd", "/usr/bin/systemd-analyze"),
+    ("dpkg", "/usr/bin/dpkg-deb"),
+    ("man-db", "/usr/bin/man"),
 ];
 
 /// The `[toolchain]` table of rust-toolchain.toml: the one place the Rust version (whose
@@ -63,6 +68,8 @@ pub fn setup() -> Result<()> {
     packages()?;
     bpf_linker(&tc.channel)?;
     cargo_tool("cargo-machete")?;
+    // `cargo xtask package`.
+    cargo_tool("cargo-deb")?;
     kernel_note();
     Ok(())
 }
@@ -163,7 +170,7 @@ fn bpf_linker(channel: &str) -> Result<()> {
 
 /// Installs the cargo subcommand `krate` (whose binary has the crate's name) from
 /// crates.io unless it already runs.
-fn cargo_tool(krate: &str) -> Result<()> {
+pub fn cargo_tool(krate: &str) -> Result<()> {
     if succeeds(krate, &["--version"]) {
         return Ok(());
     }

@@ -1,0 +1,41 @@
+//! `cargo xtask package`: the Debian package, with cargo-deb. Builds the release binary
+//! (the eBPF object embedded), writes the man pages and completions with the binary's own
+//! `generate-assets`, and packs them with the units and the default config
+//! (`[package.metadata.deb]` in synguard/Cargo.toml). Takes minutes (a release build):
+//! not part of `cargo xtask test`; `cargo test -p synguard --test service_package --
+//! --ignored` checks the result.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root, setup};
+
+pub fn package() -> Result<()> {
+    setup::cargo_tool("cargo-deb")?;
+    let r = root();
+    setup::run(cargo().args(["build", "--release", "-p", "synguard"]))?;
+    let assets = r.join("target/package");
+    let _ = std::fs::remove_dir_all(&assets);
+    setup::run(
+        Command::new(r.join("target/release/synguard"))
+            .arg("generate-assets")
+            .arg(&assets),
+    )?;
+    // Debian ships man pages gzipped, reproducibly (-n: no name or time stamp).
+    for e in std::fs::read_dir(assets.join("man"))? {
+        let p = e?.path();
+        setup::run(Command::new("gzip").args(["-9nf"]).arg(&p))?;
+    }
+    setup::run(cargo().args(["deb", "-p", "synguard", "--no-build", "--no-strip"]))?;
+    let deb = std::fs::read_dir(r.join("target/debian"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("cargo deb wrote no .deb")?;
+    if !deb.is_file() {
+        bail!("no package at {}", deb.display());
+    }
+    println!("package: {}", deb.display());
+    Ok(())
+}
