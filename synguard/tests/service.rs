@@ -508,3 +508,153 @@ fn notify_socket_and_journal_stream() -> Result<()> {
     }
     Ok(())
 }
+
+/// The issue's restart check: under a spoofed SYN flood, 200 legitimate handshakes run
+/// across a `systemctl restart` (SIGUSR2 to the old daemon, a new one taking over), and not
+/// one is lost; the config's deny list is still in place after it.
+#[test]
+fn a_restart_under_a_syn_flood_loses_no_handshake() -> Result<()> {
+    if !root_or_skip("a_restart_under_a_syn_flood_loses_no_handshake") {
+        return Ok(());
+    }
+    let _heavy = synguard_harness::exclusive_cores();
+    let topo = Topology::new(TopologyOptions {
+        server_rps: false,
+        ..Default::default()
+    })?;
+    let iface = topo.server_iface().to_string();
+    let dir = Dir::new(&format!("f{}", topo.suffix()));
+    let path = dir.file(
+        "synguard.toml",
+        &format!(
+            "iface = \"{iface}\"\nmode = \"always\"\nports = [{PORT}]\nxdp_mode = \"generic\"\n\
+             metrics = \"off\"\ndeny = [\"203.0.113.0/24\"]\n"
+        ),
+    );
+    let _server = topo.start_server(PORT)?;
+    let run = |log: &str| -> Result<Run> {
+        let mut cmd = topo.command(Role::Srv, BIN);
+        cmd.args(["run", "--config", path.to_str().unwrap()]);
+        spawn(&mut cmd, |c| topo.spawn(c, true), &dir.0.join(log), &iface)
+    };
+    let mut d1 = run("log1")?;
+    let opts = synguard_harness::FloodOptions::new(
+        synguard_harness::FloodKind::Syn,
+        Family::V4,
+        PORT,
+        Duration::from_secs(60),
+    );
+    let flood = synguard_harness::flood::start(&topo, &opts)?;
+    wait_for("the flood to arrive", Duration::from_secs(10), || {
+        Ok(Counters::read(&iface)?.get(Counter::SynSeen) > 10_000)
+    })?;
+    let before = Counters::read(&iface)?;
+    // 40 rounds of 5 handshakes, 50 ms apart (about 2 s), with the restart in the middle:
+    // some complete while the old daemon exits, some while no daemon runs, some during the
+    // takeover, the rest after it.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let (ok, d2, done_at_exit, done_at_attach) = thread::scope(|s| -> Result<_> {
+        let clients = s.spawn(|| -> Result<usize> {
+            let mut ok = 0;
+            for _ in 0..40 {
+                let mut o = ClientOptions::new(topo.server_addr(Family::V4, PORT), 5);
+                o.concurrency = 5;
+                let r = topo.run_clients(&o)?;
+                ok += r.ok();
+                if r.ok() != 5 {
+                    println!("lost handshakes: {:?}", r.errors());
+                }
+                done.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(50));
+            }
+            Ok(ok)
+        });
+        wait_for("50 handshakes", Duration::from_secs(60), || {
+            Ok(done.load(std::sync::atomic::Ordering::Relaxed) >= 50)
+        })?;
+        let st = d1.exit(Signal::SIGUSR2)?;
+        assert!(st.success(), "{st}\n{}", d1.log());
+        let done_at_exit = done.load(std::sync::atomic::Ordering::Relaxed);
+        let d2 = run("log2")?;
+        let done_at_attach = done.load(std::sync::atomic::Ordering::Relaxed);
+        let ok = clients
+            .join()
+            .map_err(|_| anyhow::anyhow!("clients panicked"))??;
+        Ok((ok, d2, done_at_exit, done_at_attach))
+    })?;
+    println!(
+        "old daemon gone after {done_at_exit}, new one attached after {done_at_attach} of 200"
+    );
+    let delta = Counters::read(&iface)?.delta(&before);
+    let fr = flood.stop()?;
+    println!("flood: {fr:?}\ncounters: {delta:?}");
+    assert!(
+        done_at_attach < 200,
+        "the restart came after the clients were done"
+    );
+    assert_eq!(ok, 200, "handshakes lost across the restart");
+    assert!(
+        d2.log().contains("took over the pinned links"),
+        "{}",
+        d2.log()
+    );
+    assert!(delta.get(Counter::CookieSent) > 200, "{delta:?}");
+    assert!(delta.get(Counter::ReqskAssigned) >= 200, "{delta:?}");
+    assert_eq!(delta.get(Counter::SynPassed), 0, "{delta:?}");
+    let sg = Synguard::new(BIN, &topo.srv.netns);
+    assert_eq!(list(&sg, "deny", &iface)?, ["203.0.113.0/24"]);
+    Ok(())
+}
+
+/// Exit codes and permission errors: a non-root user is told it is a permission problem
+/// (exit 5, naming the capabilities), not "not running"; a missing instance is exit 3; a
+/// bad flag 2; a missing explicit --config 1.
+#[test]
+fn exit_codes_tell_not_running_from_permission_and_failure() -> Result<()> {
+    if !root_or_skip("exit_codes_tell_not_running_from_permission_and_failure") {
+        return Ok(());
+    }
+    let code = |cmd: &mut Command| -> Result<(i32, String)> {
+        let out = cmd.output()?;
+        Ok((
+            out.status.code().context("killed")?,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (c, e) = code(Command::new(BIN).args(["status", "--iface", "sgnone0"]))?;
+    assert_eq!(c, 3, "{e}");
+    assert!(e.contains("not running on sgnone0"), "{e}");
+    let (c, e) = code(Command::new(BIN).args(["status", "--iface", "a/b"]))?;
+    assert_eq!(c, 2, "{e}");
+    let (c, e) = code(Command::new(BIN).args(["run", "--config", "/nonexistent/synguard.toml"]))?;
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("/nonexistent/synguard.toml"), "{e}");
+    // As nobody: bpffs (0700) hides whether the pins exist; that is a permission problem.
+    let nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(BIN)
+        .args(args);
+        c
+    };
+    if std::fs::metadata(names::PIN_ROOT).is_ok() {
+        let (c, e) = code(&mut nobody(&["stats", "--iface", "sgnone0"]))?;
+        assert_eq!(c, 5, "{e}");
+        assert!(
+            e.contains("permission denied") && e.contains("CAP_BPF"),
+            "{e}"
+        );
+    }
+    let (c, e) = code(&mut nobody(&["run", "--iface", "lo"]))?;
+    assert_eq!(c, 5, "{e}");
+    assert!(
+        e.contains("permission denied") && e.contains("missing CAP_NET_ADMIN"),
+        "{e}"
+    );
+    Ok(())
+}
