@@ -725,6 +725,7 @@ const FILE_ONLY_KEYS: &[&str] = &[
 impl FileConfig {
     #[cfg(test)]
     pub fn parse(text: &str) -> Result<FileConfig> {
+        use anyhow::Context;
         let table: toml::Table = toml::from_str(text).context("invalid TOML")?;
         FileConfig::from_table(&table, &[])
     }

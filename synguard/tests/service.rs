@@ -182,7 +182,7 @@ fn config_owns_the_lists_and_sighup_applies_it_live() -> Result<()> {
     };
 
     // At start: the lists are the file's, and the deny list drops the client's /24.
-    assert_eq!(list(&sg, "deny", &iface)?, [cli_net.clone()]);
+    assert_eq!(list(&sg, "deny", &iface)?, std::slice::from_ref(&cli_net));
     assert_eq!(list(&sg, "allow", &iface)?, ["192.0.2.0/24"]);
     let (ok, d1) = clients(PORT, 3)?;
     assert_eq!(ok, 0, "denied clients connected: {d1:?}");
