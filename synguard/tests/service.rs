@@ -28,7 +28,14 @@ use synguard_harness::{
     VethPair, fixture::PAIR_V4_NET, netns, pin_dir, process::NsChild, root_or_skip,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_synguard");
+/// The binary under test; `SYNGUARD_TEST_BIN` points these tests at another build (e.g. an
+/// older one, to see which contracts it breaks).
+fn bin() -> &'static str {
+    static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::env::var("SYNGUARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synguard").into())
+    });
+    &BIN
+}
 const PORT: u16 = 8080;
 const PORT2: u16 = 8081;
 
@@ -162,10 +169,10 @@ fn config_owns_the_lists_and_sighup_applies_it_live() -> Result<()> {
             &format!("\"{cli_net}\""),
         ),
     );
-    let sg = Synguard::new(BIN, &topo.srv.netns);
+    let sg = Synguard::new(bin(), &topo.srv.netns);
     let _s1 = topo.start_server(PORT)?;
     let _s2 = topo.start_server(PORT2)?;
-    let mut cmd = topo.command(Role::Srv, BIN);
+    let mut cmd = topo.command(Role::Srv, bin());
     cmd.args(["run", "--config", path.to_str().unwrap()]);
     let mut d = spawn(
         &mut cmd,
@@ -352,11 +359,11 @@ fn a_handover_restart_keeps_answering_and_keeps_the_keys() -> Result<()> {
         ),
     );
     let run = |log: &str| -> Result<Run> {
-        let mut cmd = pair.command(&pair.a.netns, BIN);
+        let mut cmd = pair.command(&pair.a.netns, bin());
         cmd.args(["run", "--config", path.to_str().unwrap()]);
         spawn(&mut cmd, |c| pair.spawn(c, true), &dir.0.join(log), &iface)
     };
-    let sg = pair.synguard(BIN, &pair.a);
+    let sg = pair.synguard(bin(), &pair.a);
     let mut d1 = run("log1")?;
     let c1 = cookie(&pair, 41000, 0x1111_0000)?;
     let epoch = |sg: &Synguard| -> Result<u64> {
@@ -425,7 +432,7 @@ fn notify_socket_and_journal_stream() -> Result<()> {
     let log = dir.0.join("log");
     fs::File::create(&log)?;
     let meta = fs::metadata(&log)?;
-    let mut cmd = pair.command(&pair.a.netns, BIN);
+    let mut cmd = pair.command(&pair.a.netns, bin());
     cmd.args(["run", "--config", path.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
@@ -533,7 +540,7 @@ fn a_restart_under_a_syn_flood_loses_no_handshake() -> Result<()> {
     );
     let _server = topo.start_server(PORT)?;
     let run = |log: &str| -> Result<Run> {
-        let mut cmd = topo.command(Role::Srv, BIN);
+        let mut cmd = topo.command(Role::Srv, bin());
         cmd.args(["run", "--config", path.to_str().unwrap()]);
         spawn(&mut cmd, |c| topo.spawn(c, true), &dir.0.join(log), &iface)
     };
@@ -601,7 +608,7 @@ fn a_restart_under_a_syn_flood_loses_no_handshake() -> Result<()> {
     assert!(delta.get(Counter::CookieSent) > 200, "{delta:?}");
     assert!(delta.get(Counter::ReqskAssigned) >= 200, "{delta:?}");
     assert_eq!(delta.get(Counter::SynPassed), 0, "{delta:?}");
-    let sg = Synguard::new(BIN, &topo.srv.netns);
+    let sg = Synguard::new(bin(), &topo.srv.netns);
     assert_eq!(list(&sg, "deny", &iface)?, ["203.0.113.0/24"]);
     Ok(())
 }
@@ -621,12 +628,12 @@ fn exit_codes_tell_not_running_from_permission_and_failure() -> Result<()> {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
     };
-    let (c, e) = code(Command::new(BIN).args(["status", "--iface", "sgnone0"]))?;
+    let (c, e) = code(Command::new(bin()).args(["status", "--iface", "sgnone0"]))?;
     assert_eq!(c, 3, "{e}");
     assert!(e.contains("not running on sgnone0"), "{e}");
-    let (c, e) = code(Command::new(BIN).args(["status", "--iface", "a/b"]))?;
+    let (c, e) = code(Command::new(bin()).args(["status", "--iface", "a/b"]))?;
     assert_eq!(c, 2, "{e}");
-    let (c, e) = code(Command::new(BIN).args(["run", "--config", "/nonexistent/synguard.toml"]))?;
+    let (c, e) = code(Command::new(bin()).args(["run", "--config", "/nonexistent/synguard.toml"]))?;
     assert_eq!(c, 1, "{e}");
     assert!(e.contains("/nonexistent/synguard.toml"), "{e}");
     // As nobody: bpffs (0700) hides whether the pins exist; that is a permission problem.
@@ -638,7 +645,7 @@ fn exit_codes_tell_not_running_from_permission_and_failure() -> Result<()> {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(BIN)
+        .arg(bin())
         .args(args);
         c
     };
