@@ -16,7 +16,36 @@ use anyhow::{Context, Result, bail};
 /// The clang whose LLVM major matches Rust 1.98's (22), so the bitcode links cleanly.
 const CLANG: &str = "clang-22";
 
+/// A prebuilt eBPF object to embed instead of building one, for packagers without clang-22
+/// and bpf-linker (e.g. the object of a build on another machine:
+/// target/bpf/bpfel-unknown-none/release/synguard).
+const PREBUILT: &str = "SYNGUARD_PREBUILT_EBPF";
+
 fn main() -> Result<()> {
+    println!("cargo:rerun-if-env-changed={PREBUILT}");
+    if let Some(p) = env::var_os(PREBUILT) {
+        let object = PathBuf::from(p);
+        let head =
+            std::fs::read(&object).with_context(|| format!("{PREBUILT}={}", object.display()))?;
+        // ELF, 64-bit, little-endian, e_machine EM_BPF (247): what bpfel-unknown-none emits.
+        if head.len() < 20
+            || &head[..4] != b"\x7fELF"
+            || head[4] != 2
+            || head[5] != 1
+            || u16::from_le_bytes([head[18], head[19]]) != 247
+        {
+            bail!(
+                "{PREBUILT}={} is not a little-endian 64-bit BPF ELF object",
+                object.display()
+            );
+        }
+        println!("cargo:rerun-if-changed={}", object.display());
+        println!(
+            "cargo:rustc-env=SYNGUARD_EBPF_OBJECT={}",
+            object.canonicalize()?.display()
+        );
+        return Ok(());
+    }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.parent().context("workspace root")?.to_path_buf();
     let ebpf_dir = root.join("synguard-ebpf");
