@@ -101,6 +101,10 @@ pub enum Cmd {
         /// Ports that need a listener (default: those of the instance on --iface, else 80,443).
         #[arg(long, value_parser = ports::parse)]
         ports: Option<PortSet>,
+        /// Only validate this config file as `run` would read it (like `nginx -t`): exit 0
+        /// if `run --config FILE` would accept it, 4 with the reason if not.
+        #[arg(long, conflicts_with_all = ["iface", "ports"])]
+        config: Option<PathBuf>,
     },
     /// Detach the programs and remove the pins, keys and counters.
     Detach {

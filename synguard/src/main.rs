@@ -76,7 +76,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             sample,
         } => stats::stats(&iface, json, watch, sample),
         Cmd::Status { iface, json } => status::status(&iface, json),
-        Cmd::Check { iface, ports } => check::print(&check::run_checks(iface.as_ref(), ports)),
+        Cmd::Check {
+            config: Some(path), ..
+        } => check_config(&path),
+        Cmd::Check { iface, ports, .. } => check::print(&check::run_checks(iface.as_ref(), ports)),
         Cmd::Detach { iface, all, force } => match (iface, all) {
             (Some(iface), _) => detach(&iface, force),
             (None, true) => detach_all(force),
@@ -84,6 +87,29 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         },
         Cmd::GenerateAssets { dir } => generate_assets(&dir),
     }
+}
+
+/// `check --config FILE`: parse and validate the file as `run` would, and say what it sets.
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let args = cli::RunArgs {
+        config: Some(path.to_path_buf()),
+        ..Default::default()
+    };
+    let o = args.resolve()?;
+    let list = |l: Option<&[ipnet::IpNet]>| match l {
+        Some(v) => format!("{} entries (owned by the file)", v.len()),
+        None => "not in the file (managed live)".into(),
+    };
+    println!(
+        "{}: ok: iface {}, mode {}, ports {}, allow {}, deny {}",
+        path.display(),
+        o.iface,
+        o.tunables.mode,
+        o.tunables.ports,
+        list(o.allow.as_deref()),
+        list(o.deny.as_deref())
+    );
+    Ok(())
 }
 
 /// `detach --all`: every instance with a pin directory (package removal).

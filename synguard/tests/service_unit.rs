@@ -81,3 +81,45 @@ fn the_units_keep_the_daemons_contracts() {
         );
     }
 }
+
+/// `check --config FILE` validates as `run` would: the shipped default config is valid once
+/// `iface` is set (and not before: the service must not start on a guess), a bad value is
+/// exit 4 with the reason.
+#[test]
+fn check_config_validates_like_run() {
+    let dir = std::env::temp_dir().join(format!("synguard-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let shipped = unit("synguard.toml");
+    let (c, out) = check("shipped.toml", &shipped);
+    assert_eq!(c, Some(4), "{out}");
+    assert!(out.contains("--iface is required"), "{out}");
+    let (c, out) = check("set.toml", &format!("iface = \"eth0\"\n{shipped}"));
+    assert_eq!(c, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "ok: iface eth0, mode auto, ports 80,443, allow 0 entries (owned by the file)"
+        ),
+        "{out}"
+    );
+    let (c, out) = check("bad.toml", "iface = \"eth0\"\ndeny = [\"10.1.2.3/8\"]\n");
+    assert_eq!(c, Some(4), "{out}");
+    assert!(out.contains("did you mean 10.0.0.0/8"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
