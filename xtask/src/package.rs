@@ -27,7 +27,7 @@ pub fn package() -> Result<()> {
         let p = e?.path();
         setup::run(Command::new("gzip").args(["-9nf"]).arg(&p))?;
     }
-    setup::run(cargo().args(["deb", "-p", "synguard", "--no-build", "--no-strip"]))?;
+    setup::run(cargo().args(["deb", "-p", "synguard", "--no-build"]))?;
     let deb = std::fs::read_dir(r.join("target/debian"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
