@@ -84,6 +84,11 @@ fn the_package_holds_everything_and_installs_and_removes() {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    fs::create_dir_all(root.join("dev")).unwrap();
+    run(Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"]));
     fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static (cargo xtask setup)");
     for applet in ["sh", "rm", "[", "test"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
