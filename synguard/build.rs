@@ -1,6 +1,7 @@
 //! Builds the eBPF object and embeds it in the `synguard` binary, so one binary is all a
 //! user installs. Steps: the kfunc shim (C) to LLVM bitcode with clang-22, then the
-//! synguard-ebpf crate for bpfel-unknown-none with bpf-linker, which links the bitcode in.
+//! synguard-ebpf crate for bpfel-unknown-none with bpf-linker, which links the bitcode in;
+//! and the XDP dispatcher (C) to a BPF object of its own.
 //!
 //! The nested cargo uses its own target dir (target/bpf) so it never waits on the outer
 //! build's lock, and so debug, release and clippy builds share one eBPF build.
@@ -51,7 +52,13 @@ fn main() -> Result<()> {
     let ebpf_dir = root.join("synguard-ebpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
-    for p in ["src", "Cargo.toml", "Cargo.lock", "kfuncs.c"] {
+    for p in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "kfuncs.c",
+        "dispatcher.c",
+    ] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(p).display());
     }
     for p in ["src", "Cargo.toml"] {
@@ -68,6 +75,20 @@ fn main() -> Result<()> {
         .arg("-o")
         .arg(&bitcode))
     .with_context(|| format!("compiling the kfunc shim with {CLANG} (run `cargo xtask setup`)"))?;
+
+    // The XDP dispatcher (xdp_dispatcher.rs loads it when synguard shares the hook): a
+    // plain object, loaded on its own.
+    let dispatcher = out_dir.join("dispatcher.o");
+    run(Command::new(CLANG)
+        .args(["-target", "bpf", "-O2", "-g", "-c"])
+        .arg(ebpf_dir.join("dispatcher.c"))
+        .arg("-o")
+        .arg(&dispatcher))
+    .with_context(|| format!("compiling the XDP dispatcher with {CLANG}"))?;
+    println!(
+        "cargo:rustc-env=SYNGUARD_DISPATCHER_OBJECT={}",
+        dispatcher.display()
+    );
 
     let target_dir = root.join("target").join("bpf");
     let rustflags = [

@@ -25,12 +25,15 @@ use crate::{
 /// The eBPF object built by build.rs, embedded so the binary is self-contained.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SYNGUARD_EBPF_OBJECT"));
 
-/// Loads the object with its maps pinned in (or reused from) `dir`.
-pub fn load(dir: &Path) -> Result<Ebpf> {
-    match EbpfLoader::new()
-        .default_map_pin_directory(dir)
-        .load(OBJECT)
-    {
+/// Loads the object with its maps pinned in (or reused from) `dir`; with `shared`, the XDP
+/// program as an EXT program for a dispatcher slot ([`crate::xdp_dispatcher`]).
+pub fn load(dir: &Path, shared: bool) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(dir);
+    if shared {
+        loader.extension(names::XDP_PROG);
+    }
+    match loader.load(OBJECT) {
         Ok(ebpf) => Ok(ebpf),
         Err(aya::EbpfError::MapError(e @ aya::maps::MapError::IncompatiblePinnedMap { .. })) => {
             Err(anyhow::Error::new(e).context(format!(
@@ -194,9 +197,15 @@ pub fn remove_link_pins(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Detaches both programs (their pinned links are the last references) and removes the
-/// pin directory with its maps, keys and counters.
-pub fn detach(dir: &Path) -> Result<()> {
+/// Detaches both programs (their pinned links are the last references, or, sharing the
+/// hook, synguard leaves the dispatcher) and removes the pin directory with its maps, keys
+/// and counters.
+pub fn detach(dir: &Path, ifindex: Option<u32>) -> Result<()> {
+    if let Some(ifindex) = ifindex
+        && crate::xdp_dispatcher::leave(ifindex)?
+    {
+        log::info!("left the XDP dispatcher on interface {ifindex}");
+    }
     for path in state_dir::link_pins(dir) {
         if path.exists() {
             let link = PinnedLink::from_pin(&path)
@@ -221,6 +230,61 @@ fn tc_prog(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
         .program_mut(names::TC_PROG)
         .context("TC program missing from object")?
         .try_into()?)
+}
+
+/// Attaches the XDP program through a dispatcher (joining the one on `ifindex`, or creating
+/// one in `choice`'s mode) and TC ingress, pinning the TC link in `dir`. `ebpf` was loaded
+/// with `shared`. Returns the XDP mode the dispatcher runs in and why.
+pub fn attach_shared(
+    ebpf: &mut Ebpf,
+    iface: &IfaceName,
+    ifindex: u32,
+    choice: &ModeChoice,
+    priority: u32,
+    dir: &Path,
+) -> Result<ModeChoice> {
+    let [_, tc_pin] = state_dir::link_pins(dir);
+    tc_prog(ebpf)?
+        .load()
+        .context("verifier rejected the TC program")?;
+    let ext: &mut aya::programs::Extension = ebpf
+        .program_mut(names::XDP_PROG)
+        .context("XDP program missing from object")?
+        .try_into()?;
+    let (mode, id) =
+        crate::xdp_dispatcher::join(ifindex, choice.mode, ext, priority).map_err(|e| {
+            e.context(format!(
+                "sharing the XDP hook of {iface} through a dispatcher (a kernel that refuses \
+                 EXT programs cannot share: use --xdp-attach link)"
+            ))
+        })?;
+    let got = ModeChoice {
+        mode,
+        fallback: false,
+        reason: if mode == choice.mode {
+            format!("{}; in XDP dispatcher {id}", choice.reason)
+        } else {
+            format!("the {mode} mode of XDP dispatcher {id}, which synguard joined")
+        },
+    };
+    let tc = tc_prog(ebpf)?;
+    let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
+    let attached = tc
+        .attach(ifname.as_c_str(), TcAttachType::Ingress)
+        .with_context(|| format!("attaching TC ingress to {iface}"))
+        .and_then(|id| {
+            let link: FdLink = tc
+                .take_link(id)?
+                .try_into()
+                .context("TC link is not an fd link (kernel without TCX?)")?;
+            link.pin(tc_pin).context("pinning the TC link")
+        });
+    if let Err(e) = attached {
+        let _ = crate::xdp_dispatcher::leave(ifindex);
+        return Err(e);
+    }
+    state_dir::restrict(dir)?;
+    Ok(got)
 }
 
 /// Loads both programs into the kernel (the verifier runs here).

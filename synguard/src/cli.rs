@@ -12,6 +12,7 @@ use crate::{
     iface::{IfaceName, XdpRequest},
     ports::{self, PortSet},
     settings::{self, FileConfig, SettingFlags, Tunables},
+    xdp_dispatcher::{self, XdpAttach},
 };
 
 #[derive(Parser, Debug)]
@@ -176,6 +177,10 @@ fn parse_xdp(s: &str) -> Result<XdpRequest, String> {
     s.parse()
 }
 
+fn parse_xdp_attach(s: &str) -> Result<XdpAttach, String> {
+    s.parse()
+}
+
 #[derive(Args, Clone, Debug, Default)]
 pub struct RunArgs {
     /// Interface to protect (or `iface` in the config file).
@@ -192,6 +197,15 @@ pub struct RunArgs {
     /// auto, native or generic [default: auto].
     #[arg(long, value_parser = parse_xdp)]
     pub xdp_mode: Option<XdpRequest>,
+    /// How to take the XDP hook: auto (join a libxdp-protocol dispatcher already there, else
+    /// a single program), dispatcher (join or create one that xdp-filter and other libxdp
+    /// users can join), or link (a single program) [default: auto].
+    #[arg(long, value_parser = parse_xdp_attach)]
+    pub xdp_attach: Option<XdpAttach>,
+    /// Run priority in a dispatcher, 0-1000, lower runs first [default: 5, ahead of
+    /// xdp-filter's 10].
+    #[arg(long, value_parser = xdp_dispatcher::parse_priority)]
+    pub xdp_priority: Option<u32>,
     /// Key rotation period, 1s-24h; a cookie stays valid at least this long [default: 60s].
     #[arg(long, value_parser = parse_rotation)]
     pub key_rotation: Option<Duration>,
@@ -248,6 +262,11 @@ impl RunArgs {
             tunables: t,
             metrics,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpRequest::Auto),
+            xdp_attach: self.xdp_attach.or(file.xdp_attach).unwrap_or_default(),
+            xdp_priority: self
+                .xdp_priority
+                .or(file.xdp_priority)
+                .unwrap_or(xdp_dispatcher::DEFAULT_PRIORITY),
             rotation: self
                 .key_rotation
                 .or(file.key_rotation)

@@ -34,6 +34,7 @@ use crate::{
     service,
     settings::{self, Key, Tunables},
     state_dir,
+    xdp_dispatcher::{self, Hook, XdpAttach},
 };
 
 /// Everything `run` needs, validated.
@@ -43,6 +44,8 @@ pub struct RunOpts {
     pub tunables: Tunables,
     pub metrics: Option<SocketAddr>,
     pub xdp_mode: XdpRequest,
+    pub xdp_attach: XdpAttach,
+    pub xdp_priority: u32,
     pub rotation: Duration,
     pub keep_attached: bool,
     /// Set the required sysctls instead of refusing to start without them.
@@ -186,7 +189,7 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         service::stopping(&format!("detaching from {}", o.iface));
         info!("detaching from {}", o.iface);
         if dir.is_dir() {
-            attach::detach(&dir)?;
+            attach::detach(&dir, Some(ifindex))?;
         }
         RunState::remove(&o.iface);
     }
@@ -284,22 +287,30 @@ fn require_sysctls(fix: bool) -> Result<()> {
 
 /// Loads, writes the settings, sets up keys and attaches (or replaces).
 fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Result<Attached> {
+    // Through a dispatcher (sharing the hook), when asked to or when one is already there.
+    let shared = !live
+        && match o.xdp_attach {
+            XdpAttach::Link => false,
+            XdpAttach::Dispatcher => true,
+            XdpAttach::Auto => matches!(xdp_dispatcher::hook(ifindex)?, Hook::Dispatcher { .. }),
+        };
     let choice = if live {
         None
     } else {
         // Native and generic XDP cannot be active together, and a foreign program holds
         // the hook: say so plainly instead of failing the attach with EBUSY.
-        if let Some((id, how)) = iface::xdp_occupant(ifindex)? {
+        if !shared && let Some((id, how)) = iface::xdp_occupant(ifindex)? {
             anyhow::bail!(
                 "{} already has a {how} XDP program (id {id}) that synguard did not pin; \
-                 remove it first (ip link set dev {} xdp off)",
+                 remove it first (ip link set dev {} xdp off), or load it through libxdp \
+                 (xdp-loader) and start synguard with --xdp-attach dispatcher to share the hook",
                 o.iface,
                 o.iface
             );
         }
         Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
     };
-    let mut ebpf = attach::load(dir)?;
+    let mut ebpf = attach::load(dir, shared)?;
     // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
     local_addrs::start(
         take(&mut ebpf, names::LOCAL_ADDRS)?,
@@ -363,7 +374,11 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
         (mode, prev_reason)
     } else {
         let choice = choice.context("no XDP mode chosen for a fresh attach")?;
-        let got = attach::attach(&mut ebpf, &o.iface, &choice, dir)?;
+        let got = if shared {
+            attach::attach_shared(&mut ebpf, &o.iface, ifindex, &choice, o.xdp_priority, dir)?
+        } else {
+            attach::attach(&mut ebpf, &o.iface, &choice, dir)?
+        };
         info!("{}: XDP {}: {}", o.iface, got.mode, got.reason);
         (Some(got.mode), got.reason)
     };

@@ -21,6 +21,7 @@ mod settings;
 mod state_dir;
 mod stats;
 mod status;
+mod xdp_dispatcher;
 
 use anyhow::{Result, bail};
 use clap::Parser;
@@ -231,7 +232,8 @@ fn detach(iface: &IfaceName, force: bool) -> Result<()> {
         }
         log::warn!("detaching under a running daemon{who} (--force); it will exit");
     }
-    attach::detach(&dir)?;
+    // The interface may be gone; then no dispatcher holds synguard on it either.
+    attach::detach(&dir, iface::ifindex(iface).ok())?;
     RunState::remove(iface);
     println!("detached synguard from {iface}");
     Ok(())

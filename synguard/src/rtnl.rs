@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -17,7 +17,9 @@ pub fn request(
     dump: bool,
 ) -> Result<Vec<RouteNetlinkMessage>> {
     let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-    req.header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+    // A request that is not a dump asks for an ACK, so a command with no reply (RTM_SETLINK)
+    // ends with one instead of waiting for nothing.
+    req.header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
     req.header.sequence_number = 1;
     req.finalize();
     let mut buf = vec![0u8; req.buffer_len()];

@@ -708,6 +708,8 @@ pub struct FileConfig {
     pub iface: Option<IfaceName>,
     pub metrics: Option<Option<SocketAddr>>,
     pub xdp_mode: Option<XdpRequest>,
+    pub xdp_attach: Option<crate::xdp_dispatcher::XdpAttach>,
+    pub xdp_priority: Option<u32>,
     pub key_rotation: Option<Duration>,
     pub keep_attached: Option<bool>,
     pub settings: Vec<Setting>,
@@ -718,6 +720,8 @@ const FILE_ONLY_KEYS: &[&str] = &[
     "iface",
     "metrics",
     "xdp_mode",
+    "xdp_attach",
+    "xdp_priority",
     "key_rotation",
     "keep_attached",
 ];
@@ -748,6 +752,15 @@ impl FileConfig {
                     fc.metrics = Some(parse_metrics(&as_str(v)?).map_err(anyhow::Error::msg)?)
                 }
                 "xdp_mode" => fc.xdp_mode = Some(as_str(v)?.parse().map_err(anyhow::Error::msg)?),
+                "xdp_attach" => {
+                    fc.xdp_attach = Some(as_str(v)?.parse().map_err(anyhow::Error::msg)?)
+                }
+                "xdp_priority" => {
+                    fc.xdp_priority = Some(
+                        crate::xdp_dispatcher::parse_priority(&as_str(v)?)
+                            .map_err(anyhow::Error::msg)?,
+                    )
+                }
                 "key_rotation" => {
                     fc.key_rotation = Some(parse_rotation(&as_str(v)?).map_err(anyhow::Error::msg)?)
                 }
