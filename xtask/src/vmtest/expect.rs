@@ -2,7 +2,10 @@
 //! when a kernel starts to work: a result that differs from this, in either direction,
 //! fails the run, so the table never silently disagrees with the code.
 
-use super::{KernelLine, report::Outcome};
+use super::{
+    KernelLine,
+    report::{Outcome, SHARE_SYNGUARD_FIRST, SHARE_XDP_FILTER_FIRST},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -38,8 +41,24 @@ const VERIFIER_6_12: &str =
 /// synguard refuses kernels without the kfunc, and has no fallback yet (issue 13).
 const NO_KFUNC: &str = "no bpf_sk_assign_tcp_reqsk";
 
+/// The host kernel here refuses EXT (freplace) programs to root as well, so neither
+/// xdp-filter (libxdp falls back to a single program) nor synguard can load into a
+/// dispatcher: synguard is refused the hook, or the EXT load is.
+const HOST_NO_EXT_FILTER_FIRST: &str = "synguard did not pin";
+const HOST_NO_EXT_SYNGUARD_FIRST: &str = "Operation not permitted";
+
 /// What `check` does on `line` in `xdp_mode` (`-` for checks that do not attach).
 pub fn expected(line: KernelLine, xdp_mode: &str, check: &str) -> Expect {
+    if check == SHARE_XDP_FILTER_FIRST || check == SHARE_SYNGUARD_FIRST {
+        return match line {
+            KernelLine::Host if check == SHARE_XDP_FILTER_FIRST => {
+                Expect::FailWith(HOST_NO_EXT_FILTER_FIRST)
+            }
+            KernelLine::Host => Expect::FailWith(HOST_NO_EXT_SYNGUARD_FIRST),
+            KernelLine::V6_12 => Expect::FailWith(VERIFIER_6_12),
+            KernelLine::V6_1 => Expect::FailWith(NO_KFUNC),
+        };
+    }
     // Today no expectation depends on the mode.
     let _ = xdp_mode;
     let attached = check != "check" && check != "attach";

@@ -23,6 +23,11 @@ pub const GUEST_RESULTS: &str = "/dev/ttyS1";
 /// Printed by /init once the root is mounted: the end of the boot.
 pub const BOOTED: &str = "VMTEST-BOOTED";
 
+/// xdp-tools, the neighbour of the hook-sharing checks: the tools, and libxdp's BPF objects
+/// (its dispatcher and xdp-filter's programs), which it loads from this directory.
+const XDP_TOOLS: &[&str] = &["/usr/sbin/xdp-filter", "/usr/sbin/xdp-loader"];
+const LIBXDP_OBJECTS: &str = "/usr/lib/x86_64-linux-gnu/bpf";
+
 /// veth for the pair, sch_ingress (clsact) and cls_bpf for the TC program.
 pub const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf"];
 
@@ -202,6 +207,19 @@ pub fn build(
     c.binary(suite, GUEST_SUITE)?;
     c.binary(Path::new("/usr/sbin/ip"), GUEST_IP)?;
     c.binary(Path::new(BUSYBOX), "/bin/busybox")?;
+    for tool in XDP_TOOLS {
+        c.binary(Path::new(tool), tool)
+            .with_context(|| format!("{tool} (apt-get install xdp-tools)"))?;
+    }
+    let objects = std::fs::read_dir(LIBXDP_OBJECTS)
+        .with_context(|| format!("reading {LIBXDP_OBJECTS} (apt-get install xdp-tools)"))?;
+    for e in objects {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "o") {
+            let data = std::fs::read(&path)?;
+            c.file(&path.to_string_lossy(), 0o644, &data);
+        }
+    }
     let list = Command::new(BUSYBOX)
         .arg("--list-full")
         .output()

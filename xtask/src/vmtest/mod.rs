@@ -287,6 +287,9 @@ fn expected_rows() -> Vec<(&'static str, &'static str)> {
         rows.push((m, report::ATTACH));
         rows.extend(report::ATTACHED_CHECKS.iter().map(|c| (*m, *c)));
     }
+    for c in [report::SHARE_XDP_FILTER_FIRST, report::SHARE_SYNGUARD_FIRST] {
+        rows.push((report::SHARE_MODE, c));
+    }
     rows
 }
 

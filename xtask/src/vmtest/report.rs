@@ -30,6 +30,12 @@ pub const ATTACHED_CHECKS: &[&str] = &[
     "detach",
 ];
 
+/// Sharing the XDP hook with xdp-filter, once per start order, in generic mode (each builds
+/// its own veth pair and attaches on its own).
+pub const SHARE_XDP_FILTER_FIRST: &str = "share: xdp-filter first";
+pub const SHARE_SYNGUARD_FIRST: &str = "share: synguard first";
+pub const SHARE_MODE: &str = "generic";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {

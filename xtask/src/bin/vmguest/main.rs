@@ -10,6 +10,7 @@ mod net;
 #[path = "../../vmtest/report.rs"]
 #[allow(dead_code)] // the parsing half is the host's
 mod report;
+mod share;
 
 use std::{
     fs::OpenOptions,
@@ -252,6 +253,7 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
         r.check(mode, "forged ACKs", s.forged_acks(200), None);
         r.check(mode, "detach", detach(&mut d, srv_ns, srv_if), None);
     }
+    share::run(args, r);
     Ok(())
 }
 
