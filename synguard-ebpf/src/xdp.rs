@@ -225,6 +225,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
     let mut env = XdpEnv { ctx, config };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
+    let config = env.config;
     let (action, reason) = match verdict {
         Verdict::Pass => (xdp_action::XDP_PASS, reason),
         Verdict::Drop => (xdp_action::XDP_DROP, reason),
@@ -240,7 +241,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
                 (xdp_action::XDP_TX, reason)
             }
         }
-        Verdict::PassWithMeta(meta) => (xdp_action::XDP_PASS, hand_off(ctx, &meta).or(reason)),
+        Verdict::PassWithMeta(meta) => (
+            xdp_action::XDP_PASS,
+            hand_off(ctx, &config, &meta).or(reason),
+        ),
     };
     if let Some(c) = reason {
         count(c);
@@ -268,11 +272,16 @@ fn clear_foreign_meta(ctx: &XdpContext) {
 /// Puts `meta` in the metadata area in front of the packet for TC; on failure, the
 /// reason to count instead of the verdict's.
 #[inline(always)]
-fn hand_off(ctx: &XdpContext, meta: &CookieMeta) -> Option<Counter> {
+fn hand_off(ctx: &XdpContext, config: &Config, meta: &CookieMeta) -> Option<Counter> {
+    // Refused by drivers without XDP metadata support (native mode only); the daemon
+    // falls back to generic mode when this counter moves.
+    if config.test_flags & Config::TEST_FAIL_META != 0 {
+        return Some(Counter::MetaUnsupported);
+    }
     // SAFETY: grows the metadata area in front of the packet; checked below, and no
     // packet pointer from before the call is used after it.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(CookieMeta::LEN as i32)) } != 0 {
-        return Some(Counter::ReqskFailed);
+        return Some(Counter::MetaUnsupported);
     }
     // SAFETY: the new metadata..data window, as the kernel just laid it out.
     let mut area = unsafe { RawPacket::new(ctx.metadata(), ctx.data()) };

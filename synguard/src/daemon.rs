@@ -299,6 +299,10 @@ async fn event_loop(
     let watch_peer =
         att.mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&o.iface), Ok(Some(_)));
     let mut peer_ok = true;
+    // Native XDP's metadata probe: the first cookie ACK shows whether the driver supports
+    // XDP metadata (nothing reports it before a frame arrives). Counted from here, since a
+    // previous run's pinned counters may already hold some.
+    let mut meta_refused = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
     let age = Duration::from_secs(run_state::unix_now().saturating_sub(att.key_rotated_unix));
@@ -355,7 +359,14 @@ async fn event_loop(
                         }
                     }
                 }
-                if watch_peer && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
+                if att.mode == Some(XdpMode::Native) {
+                    let n = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
+                    if n > meta_refused {
+                        fall_back_to_generic(o, dir, att, rs, n - meta_refused)?;
+                    }
+                    meta_refused = n;
+                }
+                if watch_peer && att.mode == Some(XdpMode::Native) && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
                     last_peer_check = now;
                     if let Ok(Some((peer, prog))) = iface::veth_peer(&o.iface) {
                         if peer_ok && prog.is_none() {
@@ -383,6 +394,33 @@ async fn event_loop(
             }
         }
     }
+    Ok(())
+}
+
+/// The metadata probe failed: native XDP on this driver cannot hand cookie ACKs to TC (the
+/// driver has no XDP metadata support), so every cookie handshake would fail. Generic XDP
+/// always has metadata; move there and say why.
+fn fall_back_to_generic(
+    o: &RunOpts,
+    dir: &Path,
+    att: &mut Attached,
+    rs: &mut RunState,
+    refused: u64,
+) -> Result<()> {
+    let why = format!(
+        "native XDP cannot hand cookie ACKs to TC: bpf_xdp_adjust_meta refused {refused}          (the driver {} has no XDP metadata support), so generic",
+        iface::driver_name(&o.iface).unwrap_or_else(|_| "?".into())
+    );
+    warn!("{}: {why}; re-attaching XDP in generic mode", o.iface);
+    attach::reattach_xdp(dir, &o.iface, XdpMode::Generic).context("falling back to generic XDP")?;
+    att.mode = Some(XdpMode::Generic);
+    att.reason = format!("{}; then {why}", att.reason);
+    rs.xdp_mode = att.mode;
+    rs.xdp_reason = att.reason.clone();
+    if let Err(e) = rs.store(&o.iface) {
+        warn!("cannot record run state: {e:#}");
+    }
+    info!("{}: XDP generic: {}", o.iface, att.reason);
     Ok(())
 }
 
