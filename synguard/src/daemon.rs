@@ -177,11 +177,28 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
         Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
     };
     let mut ebpf = attach::load(dir)?;
+    let strips_vlan = iface::strips_vlan_tags(&o.iface)?;
+    if strips_vlan {
+        info!(
+            "{}: strips VLAN tags on receive (rx-vlan-offload on): XDP sees VLAN frames \
+             untagged and could only answer them untagged, so SYNs to the addresses of VLAN \
+             devices over it are left to the kernel (not_local); `ethtool -K {} rxvlan off` \
+             lets synguard answer them, with their tags",
+            o.iface, o.iface
+        );
+    } else {
+        info!(
+            "{}: does not strip VLAN tags (rx-vlan-offload off): tagged SYNs are answered \
+             with their tags",
+            o.iface
+        );
+    }
     // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
     local_addrs::start(
         take(&mut ebpf, names::LOCAL_ADDRS)?,
         take(&mut ebpf, names::IFACES)?,
         ifindex,
+        strips_vlan,
     )?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
     config.set(0, &o.tunables.to_config(ncpus), 0)?;

@@ -481,3 +481,49 @@ fn native_xdp_without_metadata_falls_back_to_generic() -> Result<()> {
     daemon.stop()?;
     Ok(())
 }
+
+/// Whether `iface` in `netns_name` strips VLAN tags on receive (`ethtool -k`'s
+/// rx-vlan-offload), read from the kernel's own report.
+fn rx_vlan_offload(netns_name: &str, iface: &str) -> Result<bool> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns_name, "ethtool", "-k", iface])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text.contains("rx-vlan-offload: on"))
+}
+
+/// A VLAN over a tag-stripping interface: the tag reaches XDP out of band (the NIC's
+/// descriptor, the skb), so a SYN to the VLAN's address looks untagged, and a SYN+ACK made
+/// from it in place would leave untagged. The daemon reads rx-vlan-offload at start, as
+/// `ethtool -k` reports it, says what it does about it, and with stripping on leaves the
+/// addresses of VLAN devices over the interface to the kernel. veth has the feature, and
+/// `ethtool -K rxvlan` switches it. (This test kernel has no 802.1Q devices, so the VLAN
+/// address rule itself is covered by iface's unit test of `is_vlan_over`.)
+#[test]
+fn vlan_tag_stripping_is_detected_as_ethtool_reports_it() -> Result<()> {
+    if !root_or_skip("vlan_tag_stripping_is_detected_as_ethtool_reports_it") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    let (ns, a) = (&pair.a.netns, &pair.a.iface);
+    assert!(rx_vlan_offload(ns, a)?, "veth strips by default");
+    let _listener = listen(&pair)?;
+    let daemon = start(&pair, &[])?;
+    let log = daemon.stop()?;
+    assert!(
+        log.contains("strips VLAN tags on receive (rx-vlan-offload on)")
+            && log.contains("left to the kernel"),
+        "{log}"
+    );
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool", "-K", a, "rxvlan", "off"])
+        .status()?;
+    assert!(st.success());
+    assert!(!rx_vlan_offload(ns, a)?);
+    let daemon = start(&pair, &[])?;
+    // Untagged SYNs to the interface's own address are answered either way.
+    assert!(connect(&pair)?);
+    let log = daemon.stop()?;
+    assert!(log.contains("does not strip VLAN tags"), "{log}");
+    Ok(())
+}
