@@ -556,6 +556,10 @@ counters! {
     /// and TC, or one XDP passed on purpose (not engaged: `ack_passed_unengaged`; the
     /// kernel's cookie: `kernel_cookie_pass`). Above those two, metadata is being lost.
     TcAckNoMeta = "tc_ack_no_meta",
+    /// XDP: a frame arrived with metadata in front of it that this run did not write (left
+    /// by a program before synguard, or by the sender of a redirected frame); cleared, so TC
+    /// never takes it for a hand-off. Counted besides the frame's reason.
+    ForeignMetaCleared = "foreign_meta_cleared",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;

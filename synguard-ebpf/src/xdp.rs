@@ -267,6 +267,7 @@ fn clear_foreign_meta(ctx: &XdpContext) {
     // before the call is used after it. On failure the area stays, and TC still takes it
     // only for the segment it describes.
     unsafe { bpf_xdp_adjust_meta(ctx.ctx, len as i32) };
+    count(Counter::ForeignMetaCleared);
 }
 
 /// Puts `meta` in the metadata area in front of the packet for TC; on failure, the

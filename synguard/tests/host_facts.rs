@@ -527,3 +527,72 @@ fn vlan_tag_stripping_is_detected_as_ethtool_reports_it() -> Result<()> {
     assert!(log.contains("does not strip VLAN tags"), "{log}");
     Ok(())
 }
+
+/// Metadata another program left in front of a frame is not synguard's: XDP clears it, and
+/// TC hands nothing off. `sg_meta_forge` on b writes metadata claiming to be synguard's
+/// hand-off for an ACK (right magic, seq, ack and ports) and bounces the ACK back into a,
+/// whose native synguard (auto, not engaged) passes the ACK, which has no valid cookie.
+/// Checked against the old code (clear_foreign_meta disabled): TC assigned the first forged
+/// ACK to the listener (reqsk_assigned 1: a connection from a spoofed address; the other two
+/// then met its socket).
+#[test]
+fn xdp_clears_foreign_metadata_and_tc_hands_nothing_off() -> Result<()> {
+    if !root_or_skip("xdp_clears_foreign_metadata_and_tc_hands_nothing_off") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    synguard_harness::xdp::attach_meta_forge(&pair.b.netns, &pair.b.iface)?;
+    let listener = listen(&pair)?;
+    listener.set_nonblocking(true)?;
+    let daemon = pair.synguard(BIN, &pair.a).start(
+        &pair.a.iface,
+        &[
+            "--ports",
+            "8081",
+            "--mode",
+            "auto",
+            "--xdp-mode",
+            "native",
+            "--metrics",
+            "off",
+        ],
+    )?;
+    let before = daemon.counters()?;
+    let mut s = Seg::syn4();
+    let [n0, n1, n2] = PAIR_V4_NET;
+    s.src[..4].copy_from_slice(&[n0, n1, n2, 50]);
+    s.dst[..4].copy_from_slice(&pair.a.ipv4.octets());
+    s.dport = PORT;
+    s.sport = 40001;
+    s.seq = 0x1000_0001;
+    s.ack = 0x2000_0001;
+    s.flags = flags::ACK;
+    s.options = Vec::new();
+    let mut f = s.frame();
+    f[..6].copy_from_slice(&pair.a.mac);
+    f[6..12].copy_from_slice(&pair.b.mac);
+    // Sent from a towards b, whose forge program sends it back into a.
+    netns::in_netns(&pair.a.netns, || {
+        let sock = RawSock::open(&pair.a.iface)?;
+        for _ in 0..3 {
+            sock.send(&f)?;
+        }
+        Ok(())
+    })?;
+    let mut d = daemon.counters()?.delta(&before);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while d.get(Counter::PacketsSeen) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        d = daemon.counters()?.delta(&before);
+    }
+    assert_eq!(d.get(Counter::ForeignMetaCleared), 3, "{d:?}");
+    assert_eq!(d.get(Counter::AckPassedUnengaged), 3, "{d:?}");
+    assert_eq!(d.get(Counter::TcAckNoMeta), 3, "{d:?}");
+    assert_eq!(d.get(Counter::ReqskAssigned), 0, "{d:?}");
+    assert!(
+        listener.accept().is_err(),
+        "a forged ACK became a connection"
+    );
+    daemon.stop()?;
+    Ok(())
+}
