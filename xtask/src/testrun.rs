@@ -349,18 +349,53 @@ fn cases(
             }
         };
         let opts = packets::ack_options(tsval + 1, sa.tsval);
-        cases.push(Case {
-            name,
-            which: Which::Synguard,
-            frame: packets::build(
+        let ack = |opts: &[u8]| {
+            packets::build(
                 &flow(v6, 40_000),
                 ack_flags,
                 isn.wrapping_add(1),
                 sa.seq.wrapping_add(1),
                 502,
-                &opts,
-            )?,
+                opts,
+            )
+        };
+        cases.push(Case {
+            name,
+            which: Which::Synguard,
+            frame: ack(&opts)?,
             expect: PASS,
+        });
+        // The same cookie ACK with the walk made longest: 40 option bytes, every step of the
+        // walk one byte (NOPs), the timestamps (if any) last.
+        if !v6 {
+            cases.push(Case {
+                name: format!("cookie ACK (valid), {fam}, {tsn}, worst-case options"),
+                which: Which::Synguard,
+                frame: ack(&packets::worst_ack_options(
+                    ts.then(|| (tsval + 1, sa.tsval)),
+                ))?,
+                expect: PASS,
+            });
+        }
+    }
+    // The SYN whose options walk is longest: 40 NOPs, 40 one-byte steps (it is answered
+    // with the defaults, as Linux would), and 40 bytes in Linux's options with NOPs in
+    // front, so every option is parsed at the end of the longest walk that holds them.
+    for (what, opts) in [
+        ("40 NOPs", packets::nops(40)),
+        ("NOPs then MSS, SACK-perm, timestamps, wscale", {
+            let linux = packets::syn_options(1460, Some(tsval));
+            let mut o = packets::nops(40 - linux.len());
+            o.extend(linux.iter().filter(|&&b| b != 1));
+            o.resize(40, 1);
+            o
+        }),
+    ] {
+        cases.push(Case {
+            name: format!("SYN -> SYN+ACK, IPv4, worst-case options ({what})"),
+            which: Which::Synguard,
+            frame: packets::build(&flow(false, 40_002), syn_flags, isn, 0, 64_240, &opts)?,
+            expect: TX,
         });
     }
     let est = Flow {
