@@ -212,6 +212,11 @@ impl Config {
     /// XDP on a driver without metadata support (hv_netvsc) does, so the daemon's fallback
     /// to generic mode can be tested on veth, whose native mode supports metadata.
     pub const TEST_FAIL_META: u8 = 1;
+    /// [`Config::test_flags`] bits for `cargo xtask bench` only, each taking one lookup
+    /// out of the SYN path to show its cost: the socket lookup reads as a plain-TCP
+    /// listener, and the destination address as local.
+    pub const TEST_BENCH_NO_SOCKET: u8 = 2;
+    pub const TEST_BENCH_NO_LOCAL: u8 = 4;
 
     /// The operator defaults (synguard's settings table checks that they agree); the data
     /// path falls back to `synack_window` from here when the map holds 0.

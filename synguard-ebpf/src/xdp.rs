@@ -140,6 +140,9 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn socket_state(&mut self, flow: &Flow) -> SockState {
+        if self.config.test_flags & Config::TEST_BENCH_NO_SOCKET != 0 {
+            return SockState::Listener;
+        }
         match SockRef::lookup(self.ctx.as_ptr(), flow) {
             None => SockState::None,
             Some(sk) if sk.state() == TCP_LISTEN => {
@@ -195,6 +198,9 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn local_dst(&self, flow: &Flow) -> bool {
+        if self.config.test_flags & Config::TEST_BENCH_NO_LOCAL != 0 {
+            return true;
+        }
         // SAFETY: a plain-data map value, only read.
         unsafe { LOCAL_ADDRS.get(&flow.dst_local_key()) }.is_some_and(|f| f & LOCAL_ADDR_LOCAL != 0)
     }

@@ -103,7 +103,7 @@ pub fn soak(a: &SoakArgs) -> Result<()> {
             "engaged always",
             a.engaged_acks,
             "always",
-            &["--rotation", &a.rotation],
+            &["--key-rotation", &a.rotation],
         )?);
     }
     let mut t = Table::new();
