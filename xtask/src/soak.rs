@@ -111,7 +111,7 @@ pub fn soak(a: &SoakArgs) -> Result<()> {
         "phase",
         "forged ACKs sent",
         "judged by XDP",
-        "cookie_ack_valid",
+        "forged cookie_ack_valid",
         "spoofed sockets",
         "expected",
         "bound (99.9%)",
@@ -236,7 +236,10 @@ fn phase(
         phase: name,
         sent,
         judged,
-        valid: d.get(Counter::CookieAckValid).saturating_sub(legit),
+        // Each legitimate SYN answered in the window brings one valid cookie ACK.
+        valid: d
+            .get(Counter::CookieAckValid)
+            .saturating_sub(d.get(Counter::CookieSent)),
         spoofed,
         expected,
         bound,
