@@ -429,6 +429,8 @@ fn cases(
     // The SYN path's cost per rule: the IPv4 timestamps SYN with one lookup taken out.
     let base = syn(false, true)?;
     for (what, flags) in [
+        // The base row again, next to the others: what order and neighbours alone change.
+        ("all rules (as above, rerun here)", 0),
         ("without the socket lookup", Config::TEST_BENCH_NO_SOCKET),
         (
             "without the local-address lookup",
