@@ -191,7 +191,10 @@ pub struct Config {
     /// Prefix length (48..=64) to which an IPv6 source is masked for the per-source limit
     /// ([`crate::flow::Flow::src_key`]); 0 reads as 64.
     pub src_prefix6: u8,
-    pub _pad: [u8; 2],
+    /// Test-only switches ([`Config::TEST_FAIL_META`]); no setting writes them, so they
+    /// are 0 in production. Live tests set them in the pinned map.
+    pub test_flags: u8,
+    pub _pad: u8,
     /// TC sets the bits of `handoff_mask` in `skb->mark` to these on every ACK it hands to a
     /// listener, so a netfilter ruleset (which never saw the SYN or our SYN+ACK, and finds
     /// the ACK `ct state invalid` or `new` without SYN) can accept it. 0: leave the mark.
@@ -205,6 +208,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// [`Config::test_flags`] bit: XDP treats every metadata write as refused, as native
+    /// XDP on a driver without metadata support (hv_netvsc) does, so the daemon's fallback
+    /// to generic mode can be tested on veth, whose native mode supports metadata.
+    pub const TEST_FAIL_META: u8 = 1;
+    /// [`Config::test_flags`] bits for `cargo xtask bench` only, each taking one lookup
+    /// out of the SYN path to show its cost: the socket lookup reads as a plain-TCP
+    /// listener, and the destination address as local.
+    pub const TEST_BENCH_NO_SOCKET: u8 = 2;
+    pub const TEST_BENCH_NO_LOCAL: u8 = 4;
+
     /// The operator defaults (synguard's settings table checks that they agree); the data
     /// path falls back to `synack_window` from here when the map holds 0.
     pub const DEFAULT: Config = Config {
@@ -222,7 +235,8 @@ impl Config {
         ecn: 1,
         wscale: 7,
         src_prefix6: 64,
-        _pad: [0; 2],
+        test_flags: 0,
+        _pad: 0,
         handoff_mark: 0x5347,
         handoff_mask: 0xffff,
         ack_rate_on: 1000,
@@ -490,8 +504,8 @@ counters! {
     /// TC handed a cookie ACK to the listener with bpf_sk_assign_tcp_reqsk (and set the
     /// `handoff_mark` bits of its skb mark).
     ReqskAssigned = "reqsk_assigned",
-    /// XDP could not attach the metadata (`bpf_xdp_adjust_meta` refused), TC could not
-    /// parse the frame, or the kfunc refused the request.
+    /// XDP could not store the metadata it had made room for, TC could not parse the
+    /// frame, or the kfunc refused the request.
     ReqskFailed = "reqsk_failed",
     /// Any packet seen by XDP (the denominator for everything else).
     PacketsSeen = "packets_seen",
@@ -538,6 +552,19 @@ counters! {
     /// or another segment's sequence/acknowledgement numbers or ports); treated as none,
     /// passed on without a hand-off.
     TcMetaMismatch = "tc_meta_mismatch",
+    /// XDP: a valid cookie ACK whose metadata `bpf_xdp_adjust_meta` refused (native mode on
+    /// a driver without XDP metadata support, e.g. hv_netvsc); passed on without a hand-off.
+    /// The daemon then re-attaches XDP in generic mode and logs why.
+    MetaUnsupported = "meta_unsupported",
+    /// TC: a bare ACK (no SYN, RST or FIN) to a protected port, with no metadata in front
+    /// of it, that finds only a listener: a cookie ACK whose metadata was lost between XDP
+    /// and TC, or one XDP passed on purpose (not engaged: `ack_passed_unengaged`; the
+    /// kernel's cookie: `kernel_cookie_pass`). Above those two, metadata is being lost.
+    TcAckNoMeta = "tc_ack_no_meta",
+    /// XDP: a frame arrived with metadata in front of it that this run did not write (left
+    /// by a program before synguard, or by the sender of a redirected frame); cleared, so TC
+    /// never takes it for a hand-off. Counted besides the frame's reason.
+    ForeignMetaCleared = "foreign_meta_cleared",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -576,6 +603,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Config, ack_rate_on), 44);
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);
         assert_eq!(core::mem::offset_of!(Config, wscale), 32);
+        assert_eq!(core::mem::offset_of!(Config, test_flags), 34);
         assert_eq!(size_of::<KeySlot>(), 24);
         assert_eq!(size_of::<State>(), 8);
         assert_eq!(size_of::<SrcKey>(), 16);

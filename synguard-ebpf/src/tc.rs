@@ -16,14 +16,15 @@ use aya_ebpf::{
 };
 use synguard_common::{
     dissect::Segment,
+    flags,
     handoff::{CookieMeta, TcpReqAttrs},
-    maps::Counter,
+    maps::{Counter, port_bit},
     packet::{Packet, RawPacket},
     wire::tcp::TcpHeader,
 };
 
 use crate::{
-    maps::{CONFIG, count},
+    maps::{CONFIG, PORTS, count},
     sock::{SockRef, TCP_LISTEN},
 };
 
@@ -43,6 +44,29 @@ unsafe extern "C" {
 /// and pass the packet on if there is none. `TC_ACT_OK` would end the chain here.
 const NEXT: i32 = TC_ACT_UNSPEC;
 
+/// Counts `TcAckNoMeta`: a bare ACK to a protected port that arrives without metadata and
+/// finds only a listener, the ACK a cookie hand-off is for. Established flows stop at the
+/// socket lookup, other traffic at the header checks.
+#[inline(always)]
+fn count_ack_without_meta(skb: *mut c_void, pkt: &RawPacket) {
+    let Some(seg) = Segment::locate(pkt) else {
+        return;
+    };
+    let Some(tcph) = TcpHeader::parse(pkt, seg.l4) else {
+        return;
+    };
+    if tcph.flags & (flags::ACK | flags::SYN | flags::RST | flags::FIN) != flags::ACK {
+        return;
+    }
+    let (word, bit) = port_bit(tcph.dst_port);
+    if !PORTS.get(word).is_some_and(|w| w & bit != 0) {
+        return;
+    }
+    if SockRef::lookup(skb, &seg.flow).is_some_and(|sk| sk.state() == TCP_LISTEN) {
+        count(Counter::TcAckNoMeta);
+    }
+}
+
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
     let skb = ctx.as_ptr();
@@ -55,12 +79,13 @@ pub fn run(ctx: &TcContext) -> i32 {
     // SAFETY: data_meta..data is the metadata window, readable for the whole run (empty
     // when XDP wrote none, and then every load fails its bounds check).
     let area = unsafe { RawPacket::new(meta_start, data) };
-    if data.wrapping_sub(meta_start) < CookieMeta::LEN {
-        return NEXT;
-    }
     // SAFETY: data..data_end is the packet, readable for the whole run; nothing here
     // changes its layout.
     let pkt = unsafe { RawPacket::new(data, data_end) };
+    if data.wrapping_sub(meta_start) < CookieMeta::LEN {
+        count_ack_without_meta(skb, &pkt);
+        return NEXT;
+    }
     // The segment first, the metadata after: the dissector's stack frame and the
     // metadata's bytes are then never live together (the BPF stack is 512 bytes).
     let Some(seg) = Segment::locate(&pkt) else {

@@ -140,6 +140,9 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn socket_state(&mut self, flow: &Flow) -> SockState {
+        if self.config.test_flags & Config::TEST_BENCH_NO_SOCKET != 0 {
+            return SockState::Listener;
+        }
         match SockRef::lookup(self.ctx.as_ptr(), flow) {
             None => SockState::None,
             Some(sk) if sk.state() == TCP_LISTEN => {
@@ -195,6 +198,9 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn local_dst(&self, flow: &Flow) -> bool {
+        if self.config.test_flags & Config::TEST_BENCH_NO_LOCAL != 0 {
+            return true;
+        }
         // SAFETY: a plain-data map value, only read.
         unsafe { LOCAL_ADDRS.get(&flow.dst_local_key()) }.is_some_and(|f| f & LOCAL_ADDR_LOCAL != 0)
     }
@@ -225,6 +231,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
     let mut env = XdpEnv { ctx, config };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
+    let config = env.config;
     let (action, reason) = match verdict {
         Verdict::Pass => (xdp_action::XDP_PASS, reason),
         Verdict::Drop => (xdp_action::XDP_DROP, reason),
@@ -240,7 +247,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
                 (xdp_action::XDP_TX, reason)
             }
         }
-        Verdict::PassWithMeta(meta) => (xdp_action::XDP_PASS, hand_off(ctx, &meta).or(reason)),
+        Verdict::PassWithMeta(meta) => (
+            xdp_action::XDP_PASS,
+            hand_off(ctx, &config, &meta).or(reason),
+        ),
     };
     if let Some(c) = reason {
         count(c);
@@ -263,16 +273,22 @@ fn clear_foreign_meta(ctx: &XdpContext) {
     // before the call is used after it. On failure the area stays, and TC still takes it
     // only for the segment it describes.
     unsafe { bpf_xdp_adjust_meta(ctx.ctx, len as i32) };
+    count(Counter::ForeignMetaCleared);
 }
 
 /// Puts `meta` in the metadata area in front of the packet for TC; on failure, the
 /// reason to count instead of the verdict's.
 #[inline(always)]
-fn hand_off(ctx: &XdpContext, meta: &CookieMeta) -> Option<Counter> {
+fn hand_off(ctx: &XdpContext, config: &Config, meta: &CookieMeta) -> Option<Counter> {
+    // Refused by drivers without XDP metadata support (native mode only); the daemon
+    // falls back to generic mode when this counter moves.
+    if config.test_flags & Config::TEST_FAIL_META != 0 {
+        return Some(Counter::MetaUnsupported);
+    }
     // SAFETY: grows the metadata area in front of the packet; checked below, and no
     // packet pointer from before the call is used after it.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(CookieMeta::LEN as i32)) } != 0 {
-        return Some(Counter::ReqskFailed);
+        return Some(Counter::MetaUnsupported);
     }
     // SAFETY: the new metadata..data window, as the kernel just laid it out.
     let mut area = unsafe { RawPacket::new(ctx.metadata(), ctx.data()) };

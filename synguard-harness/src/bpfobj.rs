@@ -19,13 +19,21 @@ pub enum Obj {
     Softirq,
     /// A legacy cls_bpf classifier (section `classifier`) that drops everything.
     TcDrop,
+    /// `sg_meta_forge` (section `xdp`): writes fake synguard metadata in front of ACKs to
+    /// port 8081 and bounces them back with XDP_TX (the foreign-metadata test).
+    MetaForge,
 }
 
-const OBJS: [(Obj, &str, &str); 4] = [
+const OBJS: [(Obj, &str, &str); 5] = [
     (Obj::XdpPass, "xdp_pass", include_str!("bpf/xdp_pass.c")),
     (Obj::BenchXdp, "bench_xdp", include_str!("bpf/bench_xdp.c")),
     (Obj::Softirq, "softirq", include_str!("bpf/softirq.c")),
     (Obj::TcDrop, "tc_drop", include_str!("bpf/tc_drop.c")),
+    (
+        Obj::MetaForge,
+        "meta_forge",
+        include_str!("bpf/meta_forge.c"),
+    ),
 ];
 
 /// Where this process keeps the compiled objects; removed when the process exits.

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use nix::sys::signal::Signal;
-use synguard_common::maps::{COUNTER_COUNT, Counter, State, names};
+use synguard_common::maps::{COUNTER_COUNT, Config, Counter, State, names};
 
 pub use crate::fixture::{pin_dir, run_state_file};
 use crate::{cleanup, netns, process::NsChild, topology::Topology};
@@ -285,6 +285,18 @@ pub fn engaged(iface: &str) -> Result<bool> {
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
     let state: Array<_, State> = Array::try_from(Map::Array(data))?;
     Ok(state.get(&0, 0)?.engaged != 0)
+}
+
+/// Sets `Config::test_flags` (e.g. `Config::TEST_FAIL_META`) of the instance on `iface`
+/// in its pinned `CONFIG`: the test-only switches no setting writes.
+pub fn set_test_flags(iface: &str, flags: u8) -> Result<()> {
+    let path = pin_dir(iface).join(names::CONFIG);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut config: Array<_, Config> = Array::try_from(Map::Array(data))?;
+    let mut c = config.get(&0, 0)?;
+    c.test_flags = flags;
+    config.set(0, &c, 0)?;
+    Ok(())
 }
 
 /// Polls `cond` every 50 ms until it holds; fails naming `what` once `timeout` passes.

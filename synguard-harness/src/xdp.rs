@@ -32,8 +32,18 @@ pub fn attach_drop(netns_name: &str, iface: &str) -> Result<()> {
     attach(netns_name, iface, XDP_DROP_SECTION)
 }
 
+/// Attaches `sg_meta_forge` to `iface` in `netns`, in native mode: ACKs to port 8081
+/// arriving there go back over the veth with fake synguard metadata in front of them.
+pub fn attach_meta_forge(netns_name: &str, iface: &str) -> Result<()> {
+    attach_obj(Obj::MetaForge, netns_name, iface, "xdp")
+}
+
 fn attach(netns_name: &str, iface: &str, section: &str) -> Result<()> {
-    let path = bpfobj::path(Obj::XdpPass)?
+    attach_obj(Obj::XdpPass, netns_name, iface, section)
+}
+
+fn attach_obj(obj: Obj, netns_name: &str, iface: &str, section: &str) -> Result<()> {
+    let path = bpfobj::path(obj)?
         .to_str()
         .context("non-UTF-8 temp path")?
         .to_string();

@@ -311,11 +311,28 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
         Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
     };
     let mut ebpf = attach::load(dir, shared)?;
+    let strips_vlan = iface::strips_vlan_tags(&o.iface)?;
+    if strips_vlan {
+        info!(
+            "{}: strips VLAN tags on receive (rx-vlan-offload on): XDP sees VLAN frames \
+             untagged and could only answer them untagged, so SYNs to the addresses of VLAN \
+             devices over it are left to the kernel (not_local); `ethtool -K {} rxvlan off` \
+             lets synguard answer them, with their tags",
+            o.iface, o.iface
+        );
+    } else {
+        info!(
+            "{}: does not strip VLAN tags (rx-vlan-offload off): tagged SYNs are answered \
+             with their tags",
+            o.iface
+        );
+    }
     // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
     local_addrs::start(
         take(&mut ebpf, names::LOCAL_ADDRS)?,
         take(&mut ebpf, names::IFACES)?,
         ifindex,
+        strips_vlan,
     )?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
     config.set(0, &o.tunables.to_config(ncpus), 0)?;
@@ -449,6 +466,10 @@ async fn event_loop(
     let watch_peer =
         att.mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&o.iface), Ok(Some(_)));
     let mut peer_ok = true;
+    // Native XDP's metadata probe: the first cookie ACK shows whether the driver supports
+    // XDP metadata (nothing reports it before a frame arrives). Counted from here, since a
+    // previous run's pinned counters may already hold some.
+    let mut meta_refused = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
     let age = Duration::from_secs(run_state::unix_now().saturating_sub(att.key_rotated_unix));
@@ -538,7 +559,14 @@ async fn event_loop(
                         }
                     }
                 }
-                if watch_peer && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
+                if att.mode == Some(XdpMode::Native) {
+                    let n = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
+                    if n > meta_refused {
+                        fall_back_to_generic(o, dir, att, rs, n - meta_refused)?;
+                    }
+                    meta_refused = n;
+                }
+                if watch_peer && att.mode == Some(XdpMode::Native) && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
                     last_peer_check = now;
                     if let Ok(Some((peer, prog))) = iface::veth_peer(&o.iface) {
                         if peer_ok && prog.is_none() {
@@ -697,6 +725,45 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
     *o = new;
     (o.metrics, o.xdp_mode, o.fix_sysctls) = keep;
     Ok(changes)
+}
+
+/// The metadata probe failed: native XDP on this driver cannot hand cookie ACKs to TC (the
+/// driver has no XDP metadata support), so every cookie handshake would fail. Generic XDP
+/// always has metadata; move there and say why.
+fn fall_back_to_generic(
+    o: &RunOpts,
+    dir: &Path,
+    att: &mut Attached,
+    rs: &mut RunState,
+    refused: u64,
+) -> Result<()> {
+    let why = format!(
+        "native XDP cannot hand cookie ACKs to TC: bpf_xdp_adjust_meta refused {refused} (the driver {} has no XDP metadata support), so generic",
+        iface::driver_name(&o.iface).unwrap_or_else(|_| "?".into())
+    );
+    let [xdp_pin, _] = state_dir::link_pins(dir);
+    if !xdp_pin.exists() {
+        // In a dispatcher the mode is every member's: synguard cannot move it alone.
+        warn!(
+            "{}: {}; synguard shares a native XDP dispatcher, whose mode it cannot change \
+             alone: reload the interface's XDP programs in generic mode (xdp-loader \
+             --mode skb, synguard --xdp-mode generic)",
+            o.iface,
+            why.trim_end_matches(", so generic")
+        );
+        return Ok(());
+    }
+    warn!("{}: {why}; re-attaching XDP in generic mode", o.iface);
+    attach::reattach_xdp(dir, &o.iface, XdpMode::Generic).context("falling back to generic XDP")?;
+    att.mode = Some(XdpMode::Generic);
+    att.reason = format!("{}; then {why}", att.reason);
+    rs.xdp_mode = att.mode;
+    rs.xdp_reason = att.reason.clone();
+    if let Err(e) = rs.store(&o.iface) {
+        warn!("cannot record run state: {e:#}");
+    }
+    info!("{}: XDP generic: {}", o.iface, att.reason);
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -129,6 +129,57 @@ pub fn driver_name(iface: &IfaceName) -> Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// Whether `iface` strips VLAN tags on receive (`ethtool -k`'s rx-vlan-offload,
+/// `NETIF_F_HW_VLAN_CTAG_RX`, read with ETHTOOL_GFLAGS' `ETH_FLAG_RXVLAN`): the tag then
+/// reaches the stack out of band (descriptor, skb), and XDP sees the frame untagged. A
+/// device without ethtool support does not strip.
+pub fn strips_vlan_tags(iface: &IfaceName) -> Result<bool> {
+    /// `struct ethtool_value`.
+    #[repr(C)]
+    struct Value {
+        cmd: u32,
+        data: u32,
+    }
+    /// `struct ifreq` with `ifr_data`.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut Value,
+        _pad: [u8; 16],
+    }
+    const ETHTOOL_GFLAGS: u32 = 0x25;
+    const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+    ifindex(iface)?;
+    let mut v = Value {
+        cmd: ETHTOOL_GFLAGS,
+        data: 0,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut v,
+        _pad: [0; 16],
+    };
+    // IfaceName guarantees at most IFNAMSIZ - 1 bytes, so the name stays NUL-terminated.
+    let name = iface.as_str().as_bytes();
+    req.name[..name.len()].copy_from_slice(name);
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("socket for ETHTOOL_GFLAGS")?;
+    // SAFETY: SIOCETHTOOL reads `req` and writes at most size_of::<Value>() bytes through
+    // `req.data`; both live on this stack frame until after the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    Ok(rc == 0 && v.data & ETH_FLAG_RXVLAN != 0)
+}
+
+/// Whether `link` is a VLAN device whose lower device is `lower` (an ifindex).
+pub fn is_vlan_over(link: &Link, lower: u32) -> bool {
+    link.kind == Some(InfoKind::Vlan) && link.link == Some(lower)
+}
+
 /// The XDP attach mode synguard ran in. On the wire (run state, status JSON) it is the
 /// lowercase name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -483,6 +534,27 @@ pub fn parse_link(m: LinkMessage) -> Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_vlan_over_the_interface_counts_as_behind_it() {
+        let vlan = Link {
+            kind: Some(InfoKind::Vlan),
+            link: Some(7),
+            ..Link::default()
+        };
+        assert!(is_vlan_over(&vlan, 7));
+        assert!(!is_vlan_over(&vlan, 8));
+        let macvlan = Link {
+            kind: Some(InfoKind::MacVlan),
+            ..vlan.clone()
+        };
+        assert!(!is_vlan_over(&macvlan, 7));
+    }
+
+    #[test]
+    fn loopback_does_not_strip_vlan_tags() {
+        assert!(!strips_vlan_tags(&"lo".parse().unwrap()).unwrap());
+    }
 
     #[test]
     fn only_ethernet_devices_are_accepted() {

@@ -55,11 +55,19 @@ struct Tables {
     /// Whether a link message has given the MAC yet (all zeros is a real one, lo's).
     mac_known: bool,
     ecn_read: Instant,
+    /// The interface strips VLAN tags on receive ([`iface::strips_vlan_tags`]): addresses
+    /// of VLAN devices over it are not entered as local (see [`Tables::keys_of`]).
+    strips_vlan: bool,
 }
 
 /// Fills both maps for interface `ifindex` and keeps them current on a background thread
 /// for the life of the process.
-pub fn start(addrs: Map, ifaces: Map, ifindex: u32) -> Result<()> {
+///
+/// With `strips_vlan`, the addresses of VLAN devices over the interface are left out: their
+/// frames reach XDP with the tag stripped (out of band), so a SYN+ACK made in place would
+/// leave untagged, outside the client's VLAN. XDP passes SYNs to them (`not_local`), and
+/// the kernel answers on the VLAN device.
+pub fn start(addrs: Map, ifaces: Map, ifindex: u32, strips_vlan: bool) -> Result<()> {
     let mut t = Tables {
         addrs: HashMap::try_from(addrs).context("LOCAL_ADDRS")?,
         ifaces: HashMap::try_from(ifaces).context("IFACES")?,
@@ -70,6 +78,7 @@ pub fn start(addrs: Map, ifaces: Map, ifindex: u32) -> Result<()> {
         },
         ecn_read: Instant::now(),
         mac_known: false,
+        strips_vlan,
     };
     // Subscribed before the dump, so no change between the two is missed.
     let events = rtnl::subscribe(&[RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR])?;
@@ -86,7 +95,19 @@ impl Tables {
     /// Makes both maps match a fresh dump.
     fn sync(&mut self) -> Result<()> {
         let mut want: StdHashMap<LocalAddrKey, u8> = StdHashMap::new();
-        for (k, flag) in local_addresses()? {
+        let dump = rtnl::request(
+            "RTM_GETADDR",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            true,
+        )?;
+        let keys: Vec<(LocalAddrKey, u8)> = dump
+            .iter()
+            .flat_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => self.keys_of(a),
+                _ => Vec::new(),
+            })
+            .collect();
+        for (k, flag) in keys {
             *want.entry(k).or_default() |= flag;
         }
         let have: Vec<LocalAddrKey> = self.addrs.keys().filter_map(|k| k.ok()).collect();
@@ -186,7 +207,8 @@ impl Tables {
                     continue;
                 };
                 let r = match m {
-                    RouteNetlinkMessage::NewAddress(a) => address_keys(&a)
+                    RouteNetlinkMessage::NewAddress(a) => self
+                        .keys_of(&a)
                         .into_iter()
                         .try_for_each(|(k, flag)| self.add(&k, flag)),
                     // The address may still be on another interface: recount.
@@ -203,6 +225,28 @@ impl Tables {
                     warn!("updating the local address maps: {e:#}");
                 }
             }
+        }
+    }
+
+    /// [`address_keys`], less the local flag of an address on a VLAN device over a
+    /// tag-stripping interface.
+    fn keys_of(&self, m: &AddressMessage) -> Vec<(LocalAddrKey, u8)> {
+        let keys = address_keys(m);
+        let idx = m.header.index;
+        if !self.strips_vlan || idx == self.ifindex {
+            return keys;
+        }
+        match iface::get_link(idx, None) {
+            Ok(l) if iface::is_vlan_over(&l, self.ifindex) => {
+                debug!(
+                    "{}: on a VLAN over a tag-stripping interface, left to the kernel",
+                    l.name
+                );
+                keys.into_iter()
+                    .filter(|&(_, f)| f != LOCAL_ADDR_LOCAL)
+                    .collect()
+            }
+            _ => keys,
         }
     }
 
@@ -243,6 +287,7 @@ fn set_recv_timeout(sock: &Socket, t: Duration) -> Result<()> {
 
 /// Every local and broadcast address of the namespace, as `LOCAL_ADDRS` keys with the flag
 /// each one brings (RTM_GETADDR dump).
+#[cfg(test)]
 fn local_addresses() -> Result<Vec<(LocalAddrKey, u8)>> {
     let msgs = rtnl::request(
         "RTM_GETADDR",

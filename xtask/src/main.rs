@@ -7,6 +7,7 @@ mod package;
 mod packets;
 mod setup;
 mod signals;
+mod soak;
 mod testrun;
 mod ui;
 mod vmtest;
@@ -44,6 +45,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// BPF_PROG_TEST_RUN ns/packet per path, and softirq CPU per SYN for four protections.
     Bench(bench::BenchArgs),
+    /// Forged-ACK floods at an idle and at an engaged server: spoofed sockets against the
+    /// bound the cookie implies (not in CI; minutes at the default counts).
+    Soak(soak::SoakArgs),
     /// Run the cargo-fuzz targets (cargo-fuzz installed on first use) for a bounded time each.
     Fuzz(fuzz::FuzzArgs),
     /// The live suite on Debian's 6.1 and 6.12 kernels under qemu, and on the host kernel.
@@ -81,6 +85,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo(args) => demo::demo(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Soak(args) => soak::soak(&args),
         Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Vmtest(args) => vmtest::vmtest(&args),
         Cmd::Package => package::package(),

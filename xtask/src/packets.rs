@@ -97,6 +97,26 @@ pub fn syn_options(mss: u16, tsval: Option<u32>) -> Vec<u8> {
     o
 }
 
+/// `n` NOPs: each one step of the options walk.
+pub fn nops(n: usize) -> Vec<u8> {
+    vec![1; n]
+}
+
+/// A cookie ACK's 40 option bytes in the layout whose walk is longest: NOPs, then the
+/// timestamps (TSval, TSecr) if given, last.
+pub fn worst_ack_options(ts: Option<(u32, Option<u32>)>) -> Vec<u8> {
+    match ts {
+        None => nops(40),
+        Some((tsval, tsecr)) => {
+            let mut o = nops(30);
+            o.extend([8, 10]);
+            o.extend(tsval.to_be_bytes());
+            o.extend(tsecr.unwrap_or(0).to_be_bytes());
+            o
+        }
+    }
+}
+
 /// The options of a Linux segment on a flow with timestamps: NOP NOP timestamps.
 pub fn ack_options(tsval: u32, tsecr: Option<u32>) -> Vec<u8> {
     let Some(ecr) = tsecr else {
@@ -188,6 +208,12 @@ mod tests {
             [1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6]
         );
         assert!(ack_options(5, None).is_empty());
+        assert_eq!(worst_ack_options(None), vec![1; 40]);
+        let w = worst_ack_options(Some((5, Some(6))));
+        assert_eq!(
+            (w.len(), &w[..30], &w[30..]),
+            (40, &[1u8; 30][..], &[8, 10, 0, 0, 0, 5, 0, 0, 0, 6][..])
+        );
     }
 
     #[test]

@@ -16,10 +16,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, MapData},
     programs::{Program, TestRun, TestRunOptions, Xdp},
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
+use synguard_common::maps::Config;
 use synguard_harness::{Topology, netns, pin_dir, pin_thread_to_cpu, xdp::bench_xdp_obj};
 
 use crate::packets::{self, Flags, Flow, SynAck};
@@ -42,6 +44,9 @@ struct Case {
     which: Which,
     frame: Vec<u8>,
     expect: u32,
+    /// `Config::test_flags` while this case runs: the bench-only switches that take one
+    /// rule's lookup out of the SYN path, to show what it costs.
+    test_flags: u8,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +159,10 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
             .load_file(&obj)
             .context("loading the synguard object for test runs")?;
         load_xdp(&mut sg, synguard_common::maps::names::XDP_PROG)?;
+        let mut sg_config: Array<MapData, Config> = Array::try_from(
+            sg.take_map(synguard_common::maps::names::CONFIG)
+                .context("CONFIG missing from the synguard object")?,
+        )?;
         let mut floor = Ebpf::load(bench_xdp_obj()?).context("loading the floor programs")?;
         load_xdp(&mut floor, "sg_bench_pass")?;
         load_xdp(&mut floor, "sg_bench_reflect")?;
@@ -171,12 +180,17 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
         let mut samples: Vec<Vec<u32>> = vec![Vec::with_capacity(runs as usize); cases.len()];
         let mut verdicts = vec![None; cases.len()];
         let mut out = vec![0u8; 4096];
+        let mut flags_now = 0u8;
         bar.set_length(runs * cases.len() as u64);
         let chunk = 10_000u64.min(runs.max(1));
         let mut done = 0;
         while done < runs {
             let n = chunk.min(runs - done);
             for (i, c) in cases.iter().enumerate() {
+                if c.test_flags != flags_now {
+                    set_test_flags(&mut sg_config, c.test_flags)?;
+                    flags_now = c.test_flags;
+                }
                 let p = prog(c.which)?;
                 for _ in 0..n {
                     let (v, ns, _) = once(p, &c.frame, &mut out, ifindex)?;
@@ -187,6 +201,7 @@ pub fn run(t: &Topology, port: u16, runs: u64, bar: &ProgressBar) -> Result<Micr
             }
             done += n;
         }
+        set_test_flags(&mut sg_config, 0)?;
         let stats: Vec<(f64, f64, f64)> = samples.iter_mut().map(|s| summarize(s)).collect();
         let (floor_med, floor_mean) = cases
             .iter()
@@ -250,6 +265,13 @@ fn summarize(s: &mut [u32]) -> (f64, f64, f64) {
 
 /// Pins the calling thread to the last CPU: the one the harness steers RPS to is idle
 /// while no flood runs, and a fixed CPU keeps caches and frequency comparable across cases.
+fn set_test_flags(config: &mut Array<MapData, Config>, flags: u8) -> Result<()> {
+    let mut c = config.get(&0, 0)?;
+    c.test_flags = flags;
+    config.set(0, &c, 0)?;
+    Ok(())
+}
+
 fn pin_to_last_cpu() -> Result<usize> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = n - 1;
@@ -311,12 +333,14 @@ fn cases(
             which: Which::Noop,
             frame: syn(false, true)?,
             expect: PASS,
+            test_flags: 0,
         },
         Case {
             name: "MAC-swap XDP_TX reflector (floor)".into(),
             which: Which::Reflector,
             frame: syn(false, true)?,
             expect: TX,
+            test_flags: 0,
         },
     ];
     let mut skipped = Vec::new();
@@ -329,6 +353,7 @@ fn cases(
             which: Which::Synguard,
             frame: frame.clone(),
             expect: TX,
+            test_flags: 0,
         });
         // The cookie ACK answers the SYN+ACK the program just produced.
         let mut out = vec![0u8; 4096];
@@ -349,18 +374,79 @@ fn cases(
             }
         };
         let opts = packets::ack_options(tsval + 1, sa.tsval);
-        cases.push(Case {
-            name,
-            which: Which::Synguard,
-            frame: packets::build(
+        let ack = |opts: &[u8]| {
+            packets::build(
                 &flow(v6, 40_000),
                 ack_flags,
                 isn.wrapping_add(1),
                 sa.seq.wrapping_add(1),
                 502,
-                &opts,
-            )?,
+                opts,
+            )
+        };
+        cases.push(Case {
+            name,
+            which: Which::Synguard,
+            frame: ack(&opts)?,
             expect: PASS,
+            test_flags: 0,
+        });
+        // The same cookie ACK with the walk made longest: 40 option bytes, every step of the
+        // walk one byte (NOPs), the timestamps (if any) last.
+        if !v6 {
+            cases.push(Case {
+                name: format!("cookie ACK (valid), {fam}, {tsn}, worst-case options"),
+                which: Which::Synguard,
+                frame: ack(&packets::worst_ack_options(
+                    ts.then(|| (tsval + 1, sa.tsval)),
+                ))?,
+                expect: PASS,
+                test_flags: 0,
+            });
+        }
+    }
+    // The SYN whose options walk is longest: 40 NOPs, 40 one-byte steps (it is answered
+    // with the defaults, as Linux would), and 40 bytes in Linux's options with NOPs in
+    // front, so every option is parsed at the end of the longest walk that holds them.
+    for (what, opts) in [
+        ("40 NOPs", packets::nops(40)),
+        ("NOPs then MSS, SACK-perm, timestamps, wscale", {
+            let linux = packets::syn_options(1460, Some(tsval));
+            let mut o = packets::nops(40 - linux.len());
+            o.extend(linux.iter().filter(|&&b| b != 1));
+            o.resize(40, 1);
+            o
+        }),
+    ] {
+        cases.push(Case {
+            name: format!("SYN -> SYN+ACK, IPv4, worst-case options ({what})"),
+            which: Which::Synguard,
+            frame: packets::build(&flow(false, 40_002), syn_flags, isn, 0, 64_240, &opts)?,
+            expect: TX,
+            test_flags: 0,
+        });
+    }
+    // The SYN path's cost per rule: the IPv4 timestamps SYN with one lookup taken out.
+    let base = syn(false, true)?;
+    for (what, flags) in [
+        // The base row again, next to the others: what order and neighbours alone change.
+        ("all rules (as above, rerun here)", 0),
+        ("without the socket lookup", Config::TEST_BENCH_NO_SOCKET),
+        (
+            "without the local-address lookup",
+            Config::TEST_BENCH_NO_LOCAL,
+        ),
+        (
+            "without either",
+            Config::TEST_BENCH_NO_SOCKET | Config::TEST_BENCH_NO_LOCAL,
+        ),
+    ] {
+        cases.push(Case {
+            name: format!("SYN -> SYN+ACK, IPv4, timestamps, {what} (bench knob)"),
+            which: Which::Synguard,
+            frame: base.clone(),
+            expect: TX,
+            test_flags: flags,
         });
     }
     let est = Flow {
@@ -372,6 +458,7 @@ fn cases(
         which: Which::Synguard,
         frame: packets::build(&est, ack_flags, 0x4000_0000, 0x5000_0000, 502, &[])?,
         expect: PASS,
+        test_flags: 0,
     });
     cases.push(Case {
         name: "invalid flags (SYN+FIN), IPv4".into(),
@@ -389,6 +476,7 @@ fn cases(
             &[],
         )?,
         expect: DROP,
+        test_flags: 0,
     });
     Ok((cases, skipped))
 }
