@@ -743,7 +743,12 @@ fn fall_back_to_generic(
     );
     let [xdp_pin, _] = state_dir::link_pins(dir);
     if !xdp_pin.exists() {
-        // In a dispatcher the mode is every member's: synguard cannot move it alone.
+        // In a dispatcher the mode is every member's: synguard cannot move it alone. Said
+        // once a run: the refusals go on with every cookie ACK.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         warn!(
             "{}: {}; synguard shares a native XDP dispatcher, whose mode it cannot change \
              alone: reload the interface's XDP programs in generic mode (xdp-loader \
