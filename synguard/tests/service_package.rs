@@ -3,8 +3,8 @@
 //! and removal with dpkg into a throwaway root (`dpkg --root`, whose maintainer scripts run
 //! chrooted there with busybox as /bin/sh), never touching the host's /etc or bpffs.
 //!
-//! A release build takes minutes, so this is `#[ignore]`d: `cargo xtask package`, then
-//! `cargo test -p synguard --test service_package -- --ignored`.
+//! It needs the package built first, so it is `#[ignore]`d in a plain `cargo test`:
+//! `cargo xtask test` builds it (`cargo xtask package`) and then runs this with `--ignored`.
 
 use std::{
     fs,

@@ -151,5 +151,17 @@ fn test(args: &[String]) -> Result<()> {
     // Each fuzz target briefly (`cargo xtask fuzz` runs them longer), then the reduced live
     // suite on Debian's 6.1 and 6.12 kernels and on the host's.
     fuzz::run_targets(fuzz::TARGETS, std::time::Duration::from_secs(20))?;
-    vmtest::vmtest(&vmtest::VmtestArgs::default())
+    vmtest::vmtest(&vmtest::VmtestArgs::default())?;
+    // The Debian package, from the release build vmtest just made: built, inspected,
+    // installed and removed in a throwaway root.
+    package::package()?;
+    run(cargo().args([
+        "test",
+        "-p",
+        "synguard",
+        "--test",
+        "service_package",
+        "--",
+        "--ignored",
+    ]))
 }

@@ -1,9 +1,9 @@
 //! `cargo xtask package`: the Debian package, with cargo-deb. Builds the release binary
 //! (the eBPF object embedded), writes the man pages and completions with the binary's own
 //! `generate-assets`, and packs them with the units and the default config
-//! (`[package.metadata.deb]` in synguard/Cargo.toml). Takes minutes (a release build):
-//! not part of `cargo xtask test`; `cargo test -p synguard --test service_package --
-//! --ignored` checks the result.
+//! (`[package.metadata.deb]` in synguard/Cargo.toml). `cargo xtask test` runs it after
+//! vmtest (whose release build it reuses), then `cargo test -p synguard --test
+//! service_package -- --ignored`, which checks the result.
 
 use std::process::Command;
 
