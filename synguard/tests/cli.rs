@@ -19,6 +19,9 @@ use std::{
 };
 
 use serde_json::Value;
+
+#[path = "support/monitor_names.rs"]
+mod monitor_names;
 use synguard_common::maps::names;
 use synguard_harness::{
     Daemon, Signal, Synguard, VethPair, netns, netns::in_netns, pin_dir, root_or_skip,
@@ -775,6 +778,14 @@ fn metrics_endpoint_serves_counters_on_loopback() {
         .unwrap_or(0);
     assert!(runs >= 5, "xdp runs {runs}:\n{body}");
     promtool_check_metrics(body.split_once("\r\n\r\n").unwrap().1);
+    // Every series monitor/ (dashboard and alert rules) queries is in a live scrape.
+    for name in monitor_names::monitor_metric_names() {
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                || l.starts_with(&format!("{name} "))),
+            "monitor/ queries {name}, which the daemon does not export:\n{body}"
+        );
+    }
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
     d.signal(Signal::SIGTERM);
     wait_exit_ok(&mut d);
