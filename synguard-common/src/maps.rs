@@ -576,8 +576,10 @@ impl Counter {
     /// The one table of what each counter means to the metrics. The match is exhaustive,
     /// so a new counter cannot be added without classifying it.
     ///
-    /// `reflection` and `flag_*` are drops while engaged or in always mode; in monitor mode
-    /// the pipeline counts the matching `*_passed` reason instead where one exists.
+    /// One reason is not one action everywhere yet: `reflection` counts drops while engaged
+    /// and passes while not (unlike `uninspectable`/`uninspectable_passed`), and
+    /// `reqsk_failed` is also counted by XDP when the metadata cannot be attached (the
+    /// frame passes). Both are classified by their engaged, TC meaning.
     pub const fn class(self) -> Class {
         use Action::*;
         use Counter::*;
