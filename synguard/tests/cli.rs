@@ -781,8 +781,8 @@ fn metrics_endpoint_serves_counters_on_loopback() {
     // Every series monitor/ (dashboard and alert rules) queries is in a live scrape.
     for name in monitor_names::monitor_metric_names() {
         assert!(
-            body.lines().any(|l| l.starts_with(&format!("{name}{{"))
-                || l.starts_with(&format!("{name} "))),
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
             "monitor/ queries {name}, which the daemon does not export:\n{body}"
         );
     }
