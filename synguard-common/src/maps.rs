@@ -569,6 +569,67 @@ counters! {
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
+/// What a counter counts, for the metrics: a total every packet (or SYN) adds to, the XDP
+/// action a verdict reason ended in, or an outcome of the TC hand-off (which adds to a
+/// packet XDP already counted a verdict for). Sums of [`Class::Verdict`] counters are
+/// packets; totals and hand-off outcomes are kept apart so `sum()` over verdicts means
+/// something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Total,
+    Verdict(Action),
+    Handoff,
+}
+
+/// The XDP action behind a verdict reason, as `synguard_verdicts_total{action}` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Drop,
+    Tx,
+}
+
+impl Action {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Tx => "tx",
+        }
+    }
+}
+
+impl Counter {
+    /// The one table of what each counter means to the metrics. The match is exhaustive,
+    /// so a new counter cannot be added without classifying it.
+    ///
+    /// One reason is not one action everywhere yet: `reflection` counts drops while engaged
+    /// and passes while not (unlike `uninspectable`/`uninspectable_passed`), and
+    /// `reqsk_failed` is also counted by XDP when the metadata cannot be attached (the
+    /// frame passes). Both are classified by their engaged, TC meaning.
+    pub const fn class(self) -> Class {
+        use Action::*;
+        use Counter::*;
+        match self {
+            PacketsSeen | SynSeen => Class::Total,
+            CookieSent => Class::Verdict(Tx),
+            SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
+            | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
+            | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed => {
+                Class::Verdict(Pass)
+            }
+            CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
+            | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
+            | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable
+            | Reflection => Class::Verdict(Drop),
+            // The metadata channel between XDP and TC is part of the hand-off: a driver that
+            // refuses it, an ACK that reaches TC without it, metadata XDP did not write.
+            ReqskAssigned | ReqskFailed | TcNoListener | TcSocketExists | TcMetaMismatch
+            | MetaUnsupported | TcAckNoMeta | ForeignMetaCleared => Class::Handoff,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -644,6 +705,31 @@ mod tests {
                 assert_ne!(c.name(), d.name());
             }
         }
+    }
+
+    #[test]
+    fn every_counter_has_exactly_one_class() {
+        let (mut totals, mut verdicts, mut handoffs) = (0, 0, 0);
+        for c in Counter::ALL {
+            match c.class() {
+                Class::Total => totals += 1,
+                Class::Verdict(_) => verdicts += 1,
+                Class::Handoff => handoffs += 1,
+            }
+        }
+        assert_eq!(totals + verdicts + handoffs, Counter::ALL.len());
+        assert_eq!(Counter::PacketsSeen.class(), Class::Total);
+        assert_eq!(Counter::SynSeen.class(), Class::Total);
+        assert_eq!(Counter::CookieSent.class(), Class::Verdict(Action::Tx));
+        assert_eq!(Counter::SynackCapHit.class(), Class::Verdict(Action::Drop));
+        assert_eq!(Counter::SynPassed.class(), Class::Verdict(Action::Pass));
+        assert_eq!(Counter::ReqskFailed.class(), Class::Handoff);
+        // Only cookie SYN+ACKs are transmitted.
+        let tx: Vec<_> = Counter::ALL
+            .iter()
+            .filter(|c| c.class() == Class::Verdict(Action::Tx))
+            .collect();
+        assert_eq!(tx, [&Counter::CookieSent]);
     }
 
     #[test]

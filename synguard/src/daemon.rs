@@ -423,6 +423,16 @@ async fn event_loop(
 ) -> Result<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let live = Arc::new(Live::default());
+    live.set_key_rotated(rs.key_rotated_unix);
+    // The kernel accounts run_time/run_cnt of every program while this fd is open, for
+    // synguard_program_run_seconds_total; without it (old kernel, no CAP) they stay 0.
+    let _stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            warn!("cannot enable BPF run-time stats (program CPU metrics stay 0): {e}");
+            None
+        }
+    };
     let _server = match metrics_listener {
         Some(l) => {
             l.set_nonblocking(true)?;
@@ -434,7 +444,12 @@ async fn event_loop(
                 );
             }
             let l = tokio::net::TcpListener::from_std(l)?;
-            let reg = Arc::new(metrics::registry(PathBuf::from(dir), live.clone()));
+            let reg = Arc::new(metrics::registry(
+                PathBuf::from(dir),
+                o.iface.to_string(),
+                att.mode,
+                live.clone(),
+            ));
             info!("metrics on http://{addr}/metrics");
             Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg))))
         }
@@ -517,6 +532,7 @@ async fn event_loop(
                 let cfg = att.config.get(&0, 0)?;
                 let k = att.ring.rotate(cfg.wscale.min(14))?;
                 rs.key_rotated_unix = run_state::unix_now();
+                live.set_key_rotated(rs.key_rotated_unix);
                 rs.key_epoch = k.epoch;
                 if let Err(e) = rs.store(&o.iface) {
                     warn!("cannot record run state: {e:#}");
@@ -543,6 +559,7 @@ async fn event_loop(
                     if let Some(t) = hyst.update(rates, th, now) {
                         att.ring.set_engaged(t == Transition::Engage)?;
                         service::status(&status_line(o, rs, t == Transition::Engage));
+                        live.add_transition();
                         let mode = Mode::from_u32(cfg.mode);
                         let mode_name = mode.map_or("?", Mode::name);
                         match t {

@@ -14,21 +14,24 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
+use synguard_common::maps::{Class, Counter, Mode, SrcKey, TokenBucket, names};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 
-use crate::{listeners, pinned_maps::PinnedMaps};
+use crate::{attach, iface::XdpMode, listeners, pinned_maps::PinnedMaps, state_dir};
 
 /// Values only the daemon knows (not in any map).
 #[derive(Debug, Default)]
 pub struct Live {
     syn_rate_bits: AtomicU64,
+    engaged_transitions: AtomicU64,
+    key_rotated_unix: AtomicU64,
 }
 
 impl Live {
@@ -38,87 +41,339 @@ impl Live {
     pub fn syn_rate(&self) -> f64 {
         f64::from_bits(self.syn_rate_bits.load(Ordering::Relaxed))
     }
+    /// One engage or disengage of auto mode's hysteresis.
+    pub fn add_transition(&self) {
+        self.engaged_transitions.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn set_key_rotated(&self, unix: u64) {
+        self.key_rotated_unix.store(unix, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
 pub struct MapCollector {
     pub dir: PathBuf,
+    pub iface: String,
+    /// The XDP mode the daemon attached in; `None` when a takeover could not tell.
+    pub xdp_mode: Option<XdpMode>,
     pub live: Arc<Live>,
+}
+
+/// One metric family: its descriptor, then one sample per label set.
+fn family<'a, L, M>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error>
+where
+    L: prometheus_client::encoding::EncodeLabelSet + 'a,
+    M: EncodeMetric,
+{
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in samples {
+        v.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl MapCollector {
+    /// (program label, pinned link) of each program, with its kernel info when loaded.
+    fn programs(&self) -> Vec<(&'static str, aya::programs::ProgramInfo)> {
+        let [xdp, tc] = state_dir::link_pins(&self.dir);
+        let ids: Vec<(&'static str, u32)> = [("xdp", xdp), ("tc", tc)]
+            .into_iter()
+            .filter_map(|(n, pin)| Some((n, attach::pinned_link(&pin).ok()??.prog_id)))
+            .collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter_map(|p| {
+                let (n, _) = ids.iter().find(|(_, id)| *id == p.id())?;
+                Some((*n, p))
+            })
+            .collect()
+    }
+
+    fn entries(&self, name: &str) -> Option<i64> {
+        let p = PinnedMaps::at(&self.dir);
+        let n = match name {
+            names::SRC_RATE => {
+                let m = aya::maps::HashMap::<_, SrcKey, TokenBucket>::try_from(
+                    aya::maps::Map::LruHashMap(p.map(name).ok()?),
+                )
+                .ok()?;
+                m.keys().filter(Result::is_ok).count()
+            }
+            names::ALLOW4 | names::DENY4 => p
+                .lpm_trie::<[u8; 4], u8>(name)
+                .ok()?
+                .keys()
+                .filter(Result::is_ok)
+                .count(),
+            _ => p
+                .lpm_trie::<[u8; 16], u8>(name)
+                .ok()?
+                .keys()
+                .filter(Result::is_ok)
+                .count(),
+        };
+        Some(n as i64)
+    }
 }
 
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let iface = self.iface.as_str();
+        let progs = self.programs();
+        let tag = progs
+            .iter()
+            .find(|(n, _)| *n == "xdp")
+            .map(|(_, p)| format!("{:016x}", p.tag()))
+            .unwrap_or_default();
+        let kernel = kernel_release();
+        family(
+            &mut enc,
+            "synguard_build_info",
+            "synguard version, the tag of the attached XDP program and the kernel release",
+            MetricType::Gauge,
+            [(
+                [
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("prog_tag", tag.as_str()),
+                    ("kernel", kernel.as_str()),
+                ],
+                ConstGauge::new(1i64),
+            )],
+        )?;
+        family(
+            &mut enc,
+            "synguard_xdp_attached",
+            "1 while synguard's XDP program is attached, in this mode",
+            MetricType::Gauge,
+            progs.iter().filter(|(n, _)| *n == "xdp").map(|_| {
+                (
+                    [
+                        ("iface", iface),
+                        ("mode", self.xdp_mode.map_or("unknown", XdpMode::name)),
+                    ],
+                    ConstGauge::new(1i64),
+                )
+            }),
+        )?;
+        // CPU time of each program: the kernel accounts it while the daemon holds stats on.
+        family(
+            &mut enc,
+            "synguard_program_run_seconds",
+            "CPU time spent in the program (bpf_stats run_time; counted while the daemon runs)",
+            MetricType::Counter,
+            progs.iter().map(|(n, p)| {
+                (
+                    [("iface", iface), ("program", *n)],
+                    ConstCounter::new(p.run_time().as_secs_f64()),
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_program_runs",
+            "Runs of the program (bpf_stats run_cnt; counted while the daemon runs)",
+            MetricType::Counter,
+            progs.iter().map(|(n, p)| {
+                (
+                    [("iface", iface), ("program", *n)],
+                    ConstCounter::new(p.run_count()),
+                )
+            }),
+        )?;
+
         // Maps that cannot be read (pins removed under us) are left out of the scrape.
         let snap = PinnedMaps::at(&self.dir).snapshot().ok();
         if let Some(snap) = &snap {
-            {
-                let mut m = enc.encode_descriptor(
-                    "synguard_packets",
-                    "Packets by synguard verdict reason (summed over CPUs)",
-                    None,
-                    prometheus_client::metrics::MetricType::Counter,
-                )?;
-                for &(c, v) in &snap.counters {
-                    let labels = [("reason", c.name())];
-                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
-                }
-            }
-            gauge(
+            let total = |c: Counter| {
+                let v = snap
+                    .counters
+                    .iter()
+                    .find(|(d, _)| *d == c)
+                    .map_or(0, |x| x.1);
+                [([("iface", iface)], ConstCounter::new(v))]
+            };
+            family(
+                &mut enc,
+                "synguard_packets",
+                "Frames seen by the XDP program",
+                MetricType::Counter,
+                total(Counter::PacketsSeen),
+            )?;
+            family(
+                &mut enc,
+                "synguard_syns",
+                "TCP SYNs to a protected port seen by the XDP program",
+                MetricType::Counter,
+                total(Counter::SynSeen),
+            )?;
+            family(
+                &mut enc,
+                "synguard_verdicts",
+                "XDP verdicts by reason and the action they ended in (one per frame decided)",
+                MetricType::Counter,
+                snap.counters.iter().filter_map(|&(c, v)| match c.class() {
+                    Class::Verdict(a) => Some((
+                        [("iface", iface), ("reason", c.name()), ("action", a.name())],
+                        ConstCounter::new(v),
+                    )),
+                    _ => None,
+                }),
+            )?;
+            family(
+                &mut enc,
+                "synguard_handoffs",
+                "Outcomes of the TC hand-off of cookie ACKs to the listener",
+                MetricType::Counter,
+                snap.counters.iter().filter_map(|&(c, v)| match c.class() {
+                    Class::Handoff => Some((
+                        [("iface", iface), ("outcome", c.name())],
+                        ConstCounter::new(v),
+                    )),
+                    _ => None,
+                }),
+            )?;
+            family(
                 &mut enc,
                 "synguard_engaged",
                 "1 while the SYN rate is above the auto-mode trigger (hysteresis)",
-                i64::from(snap.state.engaged),
+                MetricType::Gauge,
+                [(
+                    [("iface", iface)],
+                    ConstGauge::new(i64::from(snap.state.engaged)),
+                )],
             )?;
-            gauge(
+            family(
+                &mut enc,
+                "synguard_mode",
+                "Configured mode, as a state set: 1 for the mode in force, 0 for the others",
+                MetricType::Gauge,
+                Mode::ALL.into_iter().map(|m| {
+                    (
+                        [("iface", iface), ("mode", m.name())],
+                        ConstGauge::new(i64::from(snap.config.mode == m as u32)),
+                    )
+                }),
+            )?;
+            family(
                 &mut enc,
                 "synguard_key_epoch",
                 "Epoch of the cookie key used for minting",
-                i64::from(snap.active_key().epoch),
-            )?;
-            gauge(
-                &mut enc,
-                "synguard_mode",
-                "Configured mode: 0 monitor, 1 auto, 2 always",
-                i64::from(snap.config.mode),
+                MetricType::Gauge,
+                [(
+                    [("iface", iface)],
+                    ConstGauge::new(i64::from(snap.active_key().epoch)),
+                )],
             )?;
         }
-        let rate = ConstGauge::new(self.live.syn_rate());
-        rate.encode(enc.encode_descriptor(
+        let rotated = self.live.key_rotated_unix.load(Ordering::Relaxed);
+        family(
+            &mut enc,
+            "synguard_key_rotated_timestamp_seconds",
+            "When the active cookie key was installed (unix time)",
+            MetricType::Gauge,
+            (rotated > 0).then(|| ([("iface", iface)], ConstGauge::new(rotated as i64))),
+        )?;
+        family(
+            &mut enc,
+            "synguard_engaged_transitions",
+            "Engages plus disengages of auto mode since the daemon started",
+            MetricType::Counter,
+            [(
+                [("iface", iface)],
+                ConstCounter::new(self.live.engaged_transitions.load(Ordering::Relaxed)),
+            )],
+        )?;
+        family(
+            &mut enc,
             "synguard_syn_rate",
             "SYN/s to protected ports over the last sample (100 ms)",
-            None,
-            rate.metric_type(),
-        )?)?;
+            MetricType::Gauge,
+            [([("iface", iface)], ConstGauge::new(self.live.syn_rate()))],
+        )?;
+        family(
+            &mut enc,
+            "synguard_list_entries",
+            "Entries in each allow/deny list",
+            MetricType::Gauge,
+            [
+                ("allow4", names::ALLOW4),
+                ("allow6", names::ALLOW6),
+                ("deny4", names::DENY4),
+                ("deny6", names::DENY6),
+            ]
+            .into_iter()
+            .filter_map(|(l, n)| {
+                Some((
+                    [("iface", iface), ("list", l)],
+                    ConstGauge::new(self.entries(n)?),
+                ))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_src_rate_entries",
+            "Sources tracked by the per-source SYN limit (SRC_RATE, an LRU)",
+            MetricType::Gauge,
+            self.entries(names::SRC_RATE)
+                .map(|n| ([("iface", iface)], ConstGauge::new(n))),
+        )?;
+        family(
+            &mut enc,
+            "synguard_src_rate_capacity",
+            "Capacity of SRC_RATE; beyond it the least recently seen source is evicted",
+            MetricType::Gauge,
+            [(
+                [("iface", iface)],
+                ConstGauge::new(i64::from(synguard_common::maps::SRC_RATE_ENTRIES)),
+            )],
+        )?;
         if let Some(snap) = &snap {
             let states = listeners::read(&snap.tunables.ports);
-            let mut m = enc.encode_descriptor(
+            family(
+                &mut enc,
                 "synguard_listener_sockets",
                 "TCP sockets on the protected ports by state (this network namespace)",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
+                MetricType::Gauge,
+                states.fields().into_iter().map(|(name, v)| {
+                    (
+                        [("iface", iface), ("state", name)],
+                        ConstGauge::new(v as i64),
+                    )
+                }),
             )?;
-            for (name, v) in states.fields() {
-                let labels = [("state", name)];
-                ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?;
-            }
         }
         Ok(())
     }
 }
 
-fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: i64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v);
-    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-pub fn registry(dir: PathBuf, live: Arc<Live>) -> Registry {
+pub fn registry(
+    dir: PathBuf,
+    iface: String,
+    xdp_mode: Option<XdpMode>,
+    live: Arc<Live>,
+) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(MapCollector { dir, live }));
+    r.register_collector(Box::new(MapCollector {
+        dir,
+        iface,
+        xdp_mode,
+        live,
+    }));
     r
 }
 
@@ -142,7 +397,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-async fn handle(mut sock: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn handle(mut sock: TcpStream, registry: &Arc<Registry>) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
@@ -156,16 +411,34 @@ async fn handle(mut sock: TcpStream, registry: &Registry) -> std::io::Result<()>
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    // OpenMetrics for scrapers that ask for it (Prometheus does), else the classic text
+    // format, which `promtool check metrics` and plain `curl` readers expect.
+    let head_text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let openmetrics = head_text
+        .lines()
+        .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => (
+            // Reading the maps and the socket tables is blocking work: off the event loop,
+            // so a scrape never delays the auto-mode tick or key rotation.
+            let registry = registry.clone();
+            let encoded = tokio::task::spawn_blocking(move || {
+                let mut body = String::new();
+                prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+            })
+            .await;
+            match encoded {
+                Ok(Ok(body)) if openmetrics => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     body,
                 ),
-                Err(_) => (
+                Ok(Ok(body)) => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    prometheus_text(&body),
+                ),
+                _ => (
                     "500 Internal Server Error",
                     "text/plain",
                     "encoding failed\n".into(),
@@ -187,4 +460,53 @@ async fn handle(mut sock: TcpStream, registry: &Registry) -> std::io::Result<()>
     sock.write_all(head.as_bytes()).await?;
     sock.write_all(body.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition: a counter
+/// family is named with its `_total` suffix in HELP and TYPE, as its samples are, and there
+/// is no `# EOF`.
+fn prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{p}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counter_families_with_total() {
+        let om = "# HELP a_b Frames.\n# TYPE a_b counter\na_b_total{x=\"1\"} 3\n\
+                  # HELP g Gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP a_b_total Frames.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 3\n\
+             # HELP g Gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
 }

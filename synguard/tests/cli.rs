@@ -19,6 +19,9 @@ use std::{
 };
 
 use serde_json::Value;
+
+#[path = "support/monitor_names.rs"]
+mod monitor_names;
 use synguard_common::maps::names;
 use synguard_harness::{
     Daemon, Signal, Synguard, VethPair, netns, netns::in_netns, pin_dir, root_or_skip,
@@ -688,6 +691,27 @@ fn auto_xdp_mode_is_native_when_the_veth_peer_runs_native_xdp() {
     wait_exit_ok(&mut pd);
 }
 
+/// `promtool check metrics` (Debian's `prometheus`, installed by `cargo xtask setup`) on a
+/// scrape: the exposition parses and follows Prometheus naming.
+fn promtool_check_metrics(body: &str) {
+    use std::process::{Command, Stdio};
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs it)");
+    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_endpoint_serves_counters_on_loopback() {
     if !root_or_skip("metrics_endpoint_serves_counters_on_loopback") {
@@ -711,16 +735,56 @@ fn metrics_endpoint_serves_counters_on_loopback() {
     };
     let body = get("/metrics");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let i = format!("iface=\"{a}\"");
     for needle in [
-        "synguard_packets_total{reason=\"syn_seen\"}",
-        "synguard_packets_total{reason=\"packets_seen\"}",
-        "synguard_engaged 0",
-        "synguard_key_epoch 1",
-        "synguard_syn_rate",
-        "synguard_listener_sockets{state=\"syn_recv\"}",
-        "synguard_listener_sockets{state=\"time_wait\"}",
+        format!("synguard_packets_total{{{i}}} "),
+        format!("synguard_syns_total{{{i}}} "),
+        format!("synguard_verdicts_total{{{i},reason=\"cookie_sent\",action=\"tx\"}}"),
+        format!("synguard_verdicts_total{{{i},reason=\"synack_cap_hit\",action=\"drop\"}}"),
+        format!("synguard_verdicts_total{{{i},reason=\"syn_passed\",action=\"pass\"}}"),
+        format!("synguard_handoffs_total{{{i},outcome=\"reqsk_assigned\"}}"),
+        format!("synguard_engaged{{{i}}} 0"),
+        format!("synguard_mode{{{i},mode=\"auto\"}} 1"),
+        format!("synguard_mode{{{i},mode=\"monitor\"}} 0"),
+        format!("synguard_key_epoch{{{i}}} 1"),
+        format!("synguard_key_rotated_timestamp_seconds{{{i}}} "),
+        format!("synguard_engaged_transitions_total{{{i}}} 0"),
+        // The lab's veth has no XDP program on its peer, so auto mode picks generic.
+        format!("synguard_xdp_attached{{{i},mode=\"generic\"}} 1"),
+        format!("synguard_list_entries{{{i},list=\"deny4\"}} 0"),
+        format!("synguard_src_rate_entries{{{i}}} 0"),
+        format!("synguard_program_run_seconds_total{{{i},program=\"xdp\"}}"),
+        format!("synguard_program_runs_total{{{i},program=\"tc\"}}"),
+        "synguard_build_info{version=".to_string(),
+        format!("synguard_syn_rate{{{i}}}"),
+        format!("synguard_listener_sockets{{{i},state=\"syn_recv\"}}"),
+        format!("synguard_listener_sockets{{{i},state=\"time_wait\"}}"),
     ] {
-        assert!(body.contains(needle), "missing {needle}:\n{body}");
+        assert!(body.contains(&needle), "missing {needle}:\n{body}");
+    }
+    // Totals are not verdicts: sum(synguard_verdicts_total) counts frames, not frames and
+    // SYNs twice.
+    assert!(!body.contains("reason=\"packets_seen\""), "{body}");
+    assert!(!body.contains("reason=\"syn_seen\""), "{body}");
+    // The XDP program ran (the UDP frames) while the daemon held BPF stats on.
+    let runs: u64 = body
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "synguard_program_runs_total{{{i},program=\"xdp\"}}"
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(runs >= 5, "xdp runs {runs}:\n{body}");
+    promtool_check_metrics(body.split_once("\r\n\r\n").unwrap().1);
+    // Every series monitor/ (dashboard and alert rules) queries is in a live scrape.
+    for name in monitor_names::monitor_metric_names() {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "monitor/ queries {name}, which the daemon does not export:\n{body}"
+        );
     }
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
     d.signal(Signal::SIGTERM);

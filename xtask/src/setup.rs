@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "/usr/sbin/nft"),
     ("hping3", "/usr/sbin/hping3"),
     ("tcpdump", "/usr/bin/tcpdump"),
+    // promtool: `promtool check metrics` on a live scrape (synguard/tests/metrics.rs).
+    ("prometheus", "/usr/bin/promtool"),
     ("curl", "/usr/bin/curl"),
     ("util-linux", "/usr/bin/nsenter"),
     // xdp-filter (libxdp): the neighbour that shares the XDP hook in the coexistence tests.
