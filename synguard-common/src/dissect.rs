@@ -17,6 +17,10 @@ use crate::wire::{Addr, IPPROTO_TCP};
 /// The furthest the IP header starts: after two VLAN tags.
 const MAX_L3: usize = ethernet::HEADER_LEN + ethernet::MAX_TAGS * ethernet::TAG_LEN;
 
+/// The largest IP total length a header can claim: IPv6's fixed header plus a 16-bit
+/// payload length (IPv4's 16-bit total length is below it).
+pub const MAX_IP_LEN: usize = ipv6::HEADER_LEN + u16::MAX as usize;
+
 /// What the IP layer says about a TCP segment to, possibly, one of our ports.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment {
@@ -28,7 +32,7 @@ pub struct Segment {
     /// Bytes from the IP header to the TCP header: IPv4 options or IPv6 extension headers
     /// included.
     pub ip_hdr_len: usize,
-    /// IP total length, header included, as the IP header claims.
+    /// IP total length, header included, as the IP header claims; at most [`MAX_IP_LEN`].
     pub ip_len: usize,
     /// IPv4 options or IPv6 extension headers sit before the TCP header. Our reply never
     /// carries them: it has the fixed IP header only ([`Segment::reply_l4`]).

@@ -88,7 +88,7 @@
 //! say which.
 
 use crate::cookie::{IsnMatch, MacPrefix};
-use crate::dissect::{Located, Segment, dissect};
+use crate::dissect::{Located, MAX_IP_LEN, Segment, dissect};
 use crate::flags::{self, FlagVerdict};
 use crate::flow::Flow;
 use crate::handoff::CookieMeta;
@@ -270,8 +270,14 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         };
     }
     // Through `opaque`: see there why this check must not vouch for the ones after it.
+    // Bounded by MAX_IP_LEN, which it always is, for older verifiers: 6.12's does not
+    // follow the byte swap that reads the length, sees an unbounded value and refuses to
+    // add it to a packet pointer ("math between pkt pointer and register with unbounded
+    // min value is not allowed"); 6.18's accepts it either way.
+    let ip_len = opaque(seg.ip_len);
     if seg.ip_len < seg.ip_hdr_len + tcp::HEADER_LEN
-        || p.load::<1>(seg.l3 + opaque(seg.ip_len) - 1).is_none()
+        || ip_len > MAX_IP_LEN
+        || p.load::<1>(seg.l3 + ip_len - 1).is_none()
     {
         return reject(Counter::Malformed, monitor);
     }
