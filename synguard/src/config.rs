@@ -1,5 +1,5 @@
 //! The service's config file: the `run` options and live settings of
-//! [`settings::FileConfig`], plus what only a file can hold: the allow and deny lists and the
+//! [`crate::settings::FileConfig`], plus what only a file can hold: the allow and deny lists and the
 //! interfaces. `run` makes the maps match it at start and again on SIGHUP (see `daemon`).
 //!
 //! A list key present in the file owns that list: the daemon makes the trie hold exactly
