@@ -33,6 +33,12 @@ pub mod names {
     pub const MINTED: &str = "MINTED";
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     pub const IFACES: &str = "IFACES";
+    /// The maps each interface has for itself when one daemon serves several: its own
+    /// counters, and its address and link facts (each interface's follower keeps them
+    /// whole). Every other map is shared: the first interface's pin directory holds it and
+    /// the others pin the same map, so one key ring, one MINTED, one set of settings and
+    /// lists serve them all.
+    pub const PER_IFACE: &[&str] = &[COUNTERS, LOCAL_ADDRS, IFACES];
     pub const XDP_PROG: &str = "synguard_xdp";
     pub const TC_PROG: &str = "synguard_tc";
 }
