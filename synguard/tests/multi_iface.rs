@@ -28,6 +28,9 @@ use synguard_harness::{
     synguard::{test_run_args, wait_for},
 };
 
+#[path = "support/promtool.rs"]
+mod promtool;
+
 const PORT: u16 = 8080;
 const BIN: &str = env!("CARGO_BIN_EXE_synguard");
 /// The peer's source address: inside the pair's /24 but owned by nobody, so the peer's own
@@ -176,10 +179,23 @@ fn one_daemon_hands_off_an_ack_that_arrives_on_its_other_interface() -> Result<(
     let t = TwoLinks::new()?;
     let l = t.listener()?;
     let ports = PORT.to_string();
-    let daemon: Daemon = t.pair.synguard(BIN, &t.pair.a).start(
-        &t.pair.a.iface,
-        &test_run_args("always", &ports, &["--iface", &t.a2]),
-    )?;
+    netns::ip(&["-n", &t.pair.a.netns, "link", "set", "lo", "up"])?;
+    let args = [
+        "--ports",
+        &ports,
+        "--mode",
+        "always",
+        "--xdp-mode",
+        "generic",
+        "--metrics",
+        "127.0.0.1:9531",
+        "--iface",
+        &t.a2,
+    ];
+    let daemon: Daemon = t
+        .pair
+        .synguard(BIN, &t.pair.a)
+        .start(&t.pair.a.iface, &args)?;
     wait_pins(&t.a2)?;
     // The second interface holds the same keys and MINTED, and its own counters.
     let (d1, d2) = (pin_dir(&t.pair.a.iface), pin_dir(&t.a2));
@@ -212,7 +228,41 @@ fn one_daemon_hands_off_an_ack_that_arrives_on_its_other_interface() -> Result<(
         Counters::read(&t.pair.a.iface)?.delta(&c1),
         Counters::read(&t.a2)?.delta(&c2),
     );
+    let scrape = netns::in_netns(&t.pair.a.netns, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9531")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })?;
     let log = daemon.stop()?;
+    let body = scrape.split_once("\r\n\r\n").context("no HTTP body")?.1;
+    promtool::promtool_check_metrics(body);
+    // One exposition, each family once, a label set per interface.
+    for i in [&t.pair.a.iface, &t.a2] {
+        assert!(
+            body.contains(&format!(
+                "synguard_xdp_attached{{iface=\"{i}\",mode=\"generic\"}} 1"
+            )),
+            "{i} missing:\n{body}"
+        );
+    }
+    assert!(
+        body.contains(&format!(
+            "synguard_handoffs_total{{iface=\"{}\",outcome=\"reqsk_assigned\"}} 5",
+            t.a2
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "synguard_verdicts_total{{iface=\"{}\",reason=\"cookie_sent\",action=\"tx\"}} 5",
+            t.pair.a.iface
+        )),
+        "{body}"
+    );
     assert!(
         failed.is_empty(),
         "handshakes from ports {failed:?} did not complete; first link {:?}, second {:?}\n{log}",
@@ -319,5 +369,68 @@ fn reload_adds_and_removes_an_interface() -> Result<()> {
     let log = daemon.stop()?;
     assert!(log.contains("sgnosuchif0"), "{log}");
     assert!(log.contains("reload refused"), "{log}");
+    Ok(())
+}
+
+/// SIGUSR2 leaves both interfaces attached; the next daemon takes both over with the same
+/// keys, so a SYN answered before the restart completes on the other interface after it.
+#[test]
+fn a_handover_restart_takes_over_every_interface() -> Result<()> {
+    if !root_or_skip("a_handover_restart_takes_over_every_interface") {
+        return Ok(());
+    }
+    let t = TwoLinks::new()?;
+    let l = t.listener()?;
+    let ports = PORT.to_string();
+    let args = test_run_args("always", &ports, &["--iface", &t.a2]);
+    let sg = t.pair.synguard(BIN, &t.pair.a);
+    let mut first = sg.start(&t.pair.a.iface, &args)?;
+    wait_pins(&t.a2)?;
+    // A SYN answered by the first daemon, on the first link ...
+    let p = &t.pair;
+    let [n0, n1, n2] = PAIR_V4_NET;
+    let mut s = Seg::syn4();
+    s.src[..4].copy_from_slice(&[n0, n1, n2, CLIENT_HOST]);
+    s.dst[..4].copy_from_slice(&p.a.ipv4.octets());
+    (s.sport, s.dport, s.seq, s.flags) = (44000, PORT, 0x2468_ace0, flags::SYN);
+    s.options = vec![2, 4, 0x05, 0xb4];
+    let mut syn = s.frame();
+    syn[..6].copy_from_slice(&p.a.mac);
+    syn[6..12].copy_from_slice(&p.b.mac);
+    let synack = netns::in_netns(&p.b.netns, || {
+        let sock = RawSock::open(&p.b.iface)?;
+        sock.send(&syn)?;
+        sock.recv_matching(Duration::from_secs(3), |f| {
+            f.len() >= 54 && f[47] == flags::SYN | flags::ACK
+        })
+    })?
+    .context("no SYN+ACK")?;
+    first.signal(Signal::SIGUSR2);
+    let status = first.wait_exit(Duration::from_secs(10))?;
+    assert!(status.success(), "{}", first.log());
+    for i in [&t.pair.a.iface, &t.a2] {
+        assert!(
+            pin_dir(i).join(names::XDP_LINK).exists(),
+            "{i} lost its link"
+        );
+    }
+    let second = sg.start(&t.pair.a.iface, &args)?;
+    wait_for(
+        "the second daemon to take over",
+        Duration::from_secs(10),
+        || Ok(second.log().matches("took over the pinned links").count() == 2),
+    )?;
+    // ... and its ACK, after the restart, on the second link.
+    let r = read_reply(&synack);
+    let mut ack = s.clone();
+    (ack.flags, ack.seq, ack.ack) = (flags::ACK, s.seq.wrapping_add(1), r.seq.wrapping_add(1));
+    ack.options = vec![];
+    let mut frame = ack.frame();
+    frame[..6].copy_from_slice(&t.a2_mac);
+    frame[6..12].copy_from_slice(&t.b2_mac);
+    netns::in_netns(&p.b.netns, || RawSock::open(&t.b2)?.send(&frame))?;
+    let ok = accepted(&l, 44000)?;
+    let log = second.stop()?;
+    assert!(ok, "the ACK after the restart was not handed off\n{log}");
     Ok(())
 }
