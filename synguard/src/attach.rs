@@ -378,28 +378,3 @@ pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
     state_dir::restrict(dir)?;
     Ok(())
 }
-
-/// Moves the XDP program of the run in `dir` to `mode`: a fresh copy of it (with the pinned
-/// maps) goes into a new link, pinned where the old one was. A link cannot change mode and
-/// native and generic XDP cannot be active together, so the old link goes first: for that
-/// moment frames reach the kernel without synguard, whose own syncookies still protect it.
-pub fn reattach_xdp(dir: &Path, iface: &IfaceName, mode: XdpMode) -> Result<()> {
-    let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
-    let [xdp_pin, _] = state_dir::link_pins(dir);
-    let mut ebpf = load(dir, false)?;
-    let xdp = xdp_prog(&mut ebpf)?;
-    xdp.load().context("verifier rejected the XDP program")?;
-    let old = PinnedLink::from_pin(&xdp_pin).context("opening the pinned XDP link")?;
-    // Unpinning drops the last reference once the returned FdLink goes out of scope.
-    drop(old.unpin().context("unpinning the XDP link")?);
-    let id = xdp
-        .attach(ifname.as_c_str(), mode.aya())
-        .with_context(|| format!("attaching XDP to {iface} in {mode} mode"))?;
-    let link: FdLink = xdp
-        .take_link(id)?
-        .try_into()
-        .context("XDP link is not an fd link (kernel without XDP bpf_link?)")?;
-    link.pin(xdp_pin).context("pinning the XDP link")?;
-    state_dir::restrict(dir)?;
-    Ok(())
-}

@@ -109,10 +109,6 @@ struct Member {
     reason: String,
     /// Whether this run attached it (false: it took over a previous run's links).
     fresh: bool,
-    /// `MetaUnsupported` as last read. Native XDP's metadata probe: the first cookie ACK
-    /// shows whether the driver supports XDP metadata (nothing reports it before a frame
-    /// arrives), counted from the start, since a previous run's counters may hold some.
-    meta_refused: u64,
     /// Native XDP on a veth only transmits while the peer keeps a native XDP program.
     watch_peer: bool,
     peer_ok: bool,
@@ -622,9 +618,6 @@ impl Member {
         mode: Option<XdpMode>,
         reason: String,
     ) -> Member {
-        // Unreadable counters read as none refused: the probe then reacts to the next one.
-        let meta_refused =
-            pinned_maps::read_counter(&counters, Counter::MetaUnsupported).unwrap_or(0);
         let watch_peer =
             mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&c.iface), Ok(Some(_)));
         Member {
@@ -636,7 +629,6 @@ impl Member {
             mode,
             reason,
             fresh: !c.live,
-            meta_refused,
             watch_peer,
             peer_ok: true,
         }
@@ -790,22 +782,6 @@ async fn event_loop(
                             ),
                         }
                     }
-                }
-                let mut fell_back = false;
-                for i in 0..att.members.len() {
-                    let m = &att.members[i];
-                    if m.mode == Some(XdpMode::Native) {
-                        let n = pinned_maps::read_counter(&m.counters, Counter::MetaUnsupported)?;
-                        if n > m.meta_refused {
-                            fall_back_to_generic(att, i, n - m.meta_refused)?;
-                            fell_back = true;
-                        }
-                        att.members[i].meta_refused = n;
-                    }
-                }
-                if fell_back {
-                    live.set_served(att.served());
-                    store_run_state(rs, att);
                 }
                 if now.duration_since(last_peer_check) >= Duration::from_secs(5) {
                     last_peer_check = now;
@@ -1034,41 +1010,6 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
         ))),
         None => Ok(changes),
     }
-}
-
-/// The metadata probe failed on `att.members[i]`: native XDP on this driver cannot hand
-/// cookie ACKs to TC (the driver has no XDP metadata support), so every cookie handshake
-/// would fail. Generic XDP always has metadata; move there and say why.
-fn fall_back_to_generic(att: &mut Attached, i: usize, refused: u64) -> Result<()> {
-    let m = &mut att.members[i];
-    let why = format!(
-        "native XDP cannot hand cookie ACKs to TC: bpf_xdp_adjust_meta refused {refused} (the driver {} has no XDP metadata support), so generic",
-        iface::driver_name(&m.iface).unwrap_or_else(|_| "?".into())
-    );
-    let [xdp_pin, _] = state_dir::link_pins(&m.dir);
-    if !xdp_pin.exists() {
-        // In a dispatcher the mode is every member's: synguard cannot move it alone. Said
-        // once a run: the refusals go on with every cookie ACK.
-        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
-        warn!(
-            "{}: {}; synguard shares a native XDP dispatcher, whose mode it cannot change \
-             alone: reload the interface's XDP programs in generic mode (xdp-loader \
-             --mode skb, synguard --xdp-mode generic)",
-            m.iface,
-            why.trim_end_matches(", so generic")
-        );
-        return Ok(());
-    }
-    warn!("{}: {why}; re-attaching XDP in generic mode", m.iface);
-    attach::reattach_xdp(&m.dir, &m.iface, XdpMode::Generic)
-        .context("falling back to generic XDP")?;
-    m.mode = Some(XdpMode::Generic);
-    m.reason = format!("{}; then {why}", m.reason);
-    info!("{}: XDP generic: {}", m.iface, m.reason);
-    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
