@@ -32,8 +32,8 @@
 //! | 28     | 2    | `src_port`   |
 //! | 30     | 2    | `dst_port`   |
 
-use crate::flow::Flow;
 use crate::cookie::Decoded;
+use crate::flow::Flow;
 use crate::maps::KeySlot;
 use crate::wire::tcp::TcpHeader;
 use crate::wire::tcp_options::{MAX_WSCALE, TcpOptions, WSCALE_ABSENT};
@@ -106,7 +106,6 @@ pub struct CookieMeta {
     /// ... and destination port: what binds the metadata to its segment.
     pub dst_port: u16,
 }
-
 
 // Stored as it is (the map value): no padding, so its bytes are exactly the fields, laid
 // out as the table above on a little-endian machine (`to_bytes` is that layout anywhere).

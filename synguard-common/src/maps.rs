@@ -117,11 +117,7 @@ pub const SPECS: &[MapSpec] = &[
     MapSpec::new::<u32, u64>(names::COUNTERS, MapType::PerCpuArray, COUNTER_COUNT),
     MapSpec::new::<LocalAddrKey, u8>(names::LOCAL_ADDRS, MapType::Hash, LOCAL_ADDR_ENTRIES),
     MapSpec::new::<u32, IfaceFacts>(names::IFACES, MapType::Hash, IFACE_ENTRIES),
-    MapSpec::new::<HandoffKey, CookieMeta>(
-        names::HANDOFF,
-        MapType::LruHash,
-        HANDOFF_ENTRIES,
-    ),
+    MapSpec::new::<HandoffKey, CookieMeta>(names::HANDOFF, MapType::LruHash, HANDOFF_ENTRIES),
     MapSpec::new::<u32, HandoffEntry>(names::HANDOFF_SCRATCH, MapType::PerCpuArray, 1),
 ];
 

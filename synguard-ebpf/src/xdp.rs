@@ -16,8 +16,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use synguard_common::{
-    flow::Flow,
     cookie::Decoded,
+    flow::Flow,
     maps::{
         Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
         State, TokenBucket, port_bit,
@@ -30,8 +30,8 @@ use synguard_common::{
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, HANDOFF, HANDOFF_SCRATCH, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS,
-        MINTED, PORTS, SRC_RATE, STATE, SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, HANDOFF, HANDOFF_SCRATCH, IFACES, KEYS, LIST_FLAGS,
+        LOCAL_ADDRS, MINTED, PORTS, SRC_RATE, STATE, SYNACK_BUCKET, count,
     },
     sock::{SockRef, TCP_LISTEN},
 };

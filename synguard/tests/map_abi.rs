@@ -133,13 +133,13 @@ fn the_xdp_program_changes_no_packet_data() {
         seen_xdp |= f.section_index.0 == xdp.section_index;
         for insn in &f.instructions {
             // BPF_JMP | BPF_CALL with src_reg 0: a helper call, imm its id.
-            if insn.code == 0x85 && insn.src_reg() == 0 {
-                if let Some((_, name)) = PKT_CHANGING_XDP_HELPERS
+            if insn.code == 0x85
+                && insn.src_reg() == 0
+                && let Some((_, name)) = PKT_CHANGING_XDP_HELPERS
                     .iter()
                     .find(|(id, _)| *id == insn.imm)
-                {
-                    calls.push(format!("{} calls {name}", f.name));
-                }
+            {
+                calls.push(format!("{} calls {name}", f.name));
             }
         }
     }

@@ -3,10 +3,10 @@
 //! scratch), every run repeated over `RawPacket` to hold both buffer types to one result.
 
 use super::*;
-use crate::dissect::tc_flow;
 use crate::cookie::Decoded;
-use crate::handoff::{CookieMeta, HandoffKey};
+use crate::dissect::tc_flow;
 use crate::flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+use crate::handoff::{CookieMeta, HandoffKey};
 use crate::packet::RawPacket;
 use crate::testutil::{CLIENT_MAC, Reply, SERVER_MAC, Seg, read_reply};
 use crate::wire::tcp_options::TcpOptions;
