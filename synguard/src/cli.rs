@@ -247,7 +247,7 @@ impl RunArgs {
         self.resolve_from(file, ifaces)
     }
 
-    /// As [`RunArgs::resolve_with`], with the file's interfaces given apart (`interfaces =
+    /// Resolves with the file's interfaces given apart (`interfaces =
     /// [...]`); the `--iface` flags replace them.
     fn resolve_from(&self, file: FileConfig, file_ifaces: Vec<IfaceName>) -> Result<RunOpts> {
         let mut t = Tunables::default();
