@@ -175,6 +175,9 @@ struct Claim {
     lock: state_dir::DaemonLock,
     /// Its links are pinned and attached (a previous run's): take them over.
     live: bool,
+    /// Only its TC link is pinned and attached: a previous run in a dispatcher, whose TC
+    /// link takes the new program in place.
+    tc_pinned: bool,
 }
 
 impl Claim {
@@ -197,13 +200,14 @@ impl Claim {
             dir_existed,
             lock,
             live: matches!(existing, Existing::Live { .. }),
+            tc_pinned: matches!(existing, Existing::Dispatcher { .. }),
         })
     }
 
     /// After a failed setup: leaves nothing half-attached, and drops the pin directory if
     /// this run made it. A taken-over interface stays as the previous run left it.
     fn undo(&self) {
-        if !self.live {
+        if !self.live && !self.tc_pinned {
             let _ = attach::remove_link_pins(&self.dir);
             if !self.dir_existed {
                 let _ = std::fs::remove_dir_all(&self.dir);
@@ -596,6 +600,15 @@ fn attach_member(
         (mode, prev_reason)
     } else {
         let choice = choice.context("no XDP mode chosen for a fresh attach")?;
+        if c.tc_pinned && !via_dispatcher {
+            // A previous run shared the hook; this one attaches alone, with a TC link of
+            // its own.
+            warn!("{name}: leaving the XDP dispatcher of the previous run (--xdp-attach link)");
+            if xdp_dispatcher::leave(ifindex)? {
+                info!("{name}: left the XDP dispatcher");
+            }
+            attach::remove_link_pins(dir)?;
+        }
         let got = if via_dispatcher {
             attach::attach_shared(&mut ebpf, name, ifindex, &choice, o.xdp_priority, dir)?
         } else {
