@@ -18,7 +18,7 @@ use synguard_common::{
     dissect::Segment,
     flags,
     flow::Flow,
-    handoff::{CookieMeta, HandoffKey, TcpReqAttrs},
+    handoff::{HandoffKey, TcpReqAttrs},
     maps::{Counter, port_bit},
     packet::RawPacket,
     wire::tcp::TcpHeader,
