@@ -14,20 +14,21 @@ use aya_ebpf::{
 use synguard_common::{
     flow::Flow,
     handoff::CookieMeta,
+    dissect::Segment,
     maps::{
-        Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
-        State, TokenBucket, port_bit,
+        Action, Class, Config, Counter, DropEvent, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
+        LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket, VLAN_NONE, port_bit,
     },
     packet::{Packet, RawPacket},
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
     verifier::opaque,
-    wire::{ipv4, ipv6, tcp},
+    wire::{ethernet, ipv4, ipv6, tcp},
 };
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS,
-        SRC_RATE, STATE, SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, EVENT_SCRATCH, EVENTS, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS,
+        MINTED, PORTS, SRC_DROPS, SRC_RATE, STATE, SYNACK_BUCKET, count, count_value,
     },
     sock::{SockRef, TCP_LISTEN},
 };
@@ -35,6 +36,10 @@ use crate::{
 struct XdpEnv<'a> {
     ctx: &'a XdpContext,
     config: Config,
+    /// The located segment's flow, for a drop's event and `SRC_DROPS`.
+    seen: Option<Flow>,
+    /// Its TCP flags, once parsed.
+    tcp_flags: u8,
 }
 
 impl Env for XdpEnv<'_> {
@@ -219,6 +224,16 @@ impl Env for XdpEnv<'_> {
         // SAFETY: the helper takes no arguments and only reads the clock.
         unsafe { bpf_ktime_get_ns() }
     }
+
+    #[inline(always)]
+    fn located(&mut self, seg: &Segment) {
+        self.seen = Some(seg.flow);
+    }
+
+    #[inline(always)]
+    fn tcp_flags(&mut self, flags: u8) {
+        self.tcp_flags = flags;
+    }
 }
 
 #[inline(always)]
@@ -229,7 +244,12 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
-    let mut env = XdpEnv { ctx, config };
+    let mut env = XdpEnv {
+        ctx,
+        config,
+        seen: None,
+        tcp_flags: 0,
+    };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
     let config = env.config;
     let (action, reason) = match verdict {
@@ -253,9 +273,100 @@ pub fn run(ctx: &XdpContext) -> u32 {
         ),
     };
     if let Some(c) = reason {
-        count(c);
+        let n = count_value(c);
+        // Monitor mode passes what it would drop, under the drop reason: reported too,
+        // marked as passed, since seeing it is what monitor mode is for.
+        let dropped = action == xdp_action::XDP_DROP;
+        let would_drop = !dropped
+            && config.mode == Mode::Monitor as u32
+            && matches!(c.class(), Class::Verdict(Action::Drop));
+        if dropped || would_drop {
+            if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+                // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
+                unsafe { stage(&mut *e, &env, c, would_drop) };
+                on_drop(ctx, &config, e, n);
+            }
+        }
     }
     action
+}
+
+/// Writes what the pipeline saw of a frame counted under drop reason `c` into the scratch
+/// event `e`. The one step that depends on the pipeline's path; [`on_drop`] reads it back.
+#[inline(always)]
+fn stage(e: &mut DropEvent, env: &XdpEnv, c: Counter, passed: bool) {
+    e.reason = c as u32;
+    e.passed = u8::from(passed);
+    match &env.seen {
+        Some(flow) => {
+            e.family = if flow.is_v6() { 6 } else { 4 };
+            e.src = flow.src.octets();
+            e.dst_port = flow.dst_port;
+            e.tcp_flags = env.tcp_flags;
+        }
+        None => {
+            e.family = 0;
+            e.src = [0; 16];
+            e.dst_port = 0;
+            e.tcp_flags = 0;
+        }
+    }
+}
+
+/// The drop staged in `e`, this CPU's `n`th of its reason: adds it to its source's
+/// `SRC_DROPS` entry and, if `n` is a multiple of `event_sample`, completes the event and
+/// writes it to `EVENTS`. Reads the VLAN tags afresh, at fixed offsets (a failed trim may
+/// have invalidated the pointers `process` used).
+#[inline(always)]
+fn on_drop(ctx: &XdpContext, config: &Config, e: *mut DropEvent, n: u64) {
+    // SAFETY: this CPU's scratch value, staged just before; nothing else touches it.
+    let e = unsafe { &mut *e };
+    // SAFETY: the helper takes no arguments and only reads the clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flow = match e.family {
+        4 => Some(Flow::v4([e.src[0], e.src[1], e.src[2], e.src[3]], [0; 4], 0, 0)),
+        6 => Some(Flow::v6(e.src, [0; 16], 0, 0)),
+        _ => None,
+    };
+    if let Some(flow) = flow {
+        let limited = u64::from(e.reason == Counter::RateLimited as u32);
+        let key = flow.src_key(config.src_prefix6);
+        match SRC_DROPS.get_ptr_mut(&key) {
+            // SAFETY: this CPU's value of a live per-CPU entry; XDP is not preempted on
+            // its CPU, so nothing else touches it meanwhile.
+            Some(d) => unsafe {
+                (*d).drops += 1;
+                (*d).rate_limited += limited;
+                (*d).last_ns = now;
+            },
+            None => {
+                let d = SrcDrops {
+                    drops: 1,
+                    rate_limited: limited,
+                    last_ns: now,
+                };
+                let _ = SRC_DROPS.insert(&key, &d, 0);
+            }
+        }
+    }
+    let every = u64::from(config.event_sample);
+    if every == 0 || n % every != 0 {
+        return;
+    }
+    // SAFETY: data..data_end is the packet, valid for this program run.
+    let pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
+    let mut vlan = [VLAN_NONE; 2];
+    if ethernet::is_tag(pkt.load_be16(12).unwrap_or(0)) {
+        vlan[0] = pkt.load_be16(14).unwrap_or(0) & 0x0fff;
+        if ethernet::is_tag(pkt.load_be16(16).unwrap_or(0)) {
+            vlan[1] = pkt.load_be16(18).unwrap_or(0) & 0x0fff;
+        }
+    }
+    e.vlan = vlan;
+    e.ts_ns = now;
+    // SAFETY: the xdp_md the kernel handed this program.
+    e.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let _ = EVENTS.output(&*e, 0);
 }
 
 /// Removes a metadata area that is already in front of the packet (left by a program that
