@@ -14,7 +14,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
 use synguard_common::maps::{Class, Counter, Mode, SrcKey, TokenBucket, names};
@@ -27,14 +27,41 @@ use tokio::{
 use crate::{attach, iface::XdpMode, listeners, pinned_maps::PinnedMaps, state_dir};
 
 /// Values only the daemon knows (not in any map).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Live {
     syn_rate_bits: AtomicU64,
     engaged_transitions: AtomicU64,
     key_rotated_unix: AtomicU64,
+    /// How late each auto-mode sample tick ran after its scheduled instant: what a blocked
+    /// event loop (a slow scrape, say) shows as.
+    tick_lateness: Histogram,
+    tick_lateness_max_ns: AtomicU64,
+}
+
+/// Buckets of `synguard_tick_lateness_seconds`: 0.1 ms to 1 s, with 10 ms (the bound the
+/// scrape test holds the loop to) among them.
+pub const TICK_LATENESS_BUCKETS: [f64; 9] =
+    [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.1, 1.0];
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            syn_rate_bits: AtomicU64::default(),
+            engaged_transitions: AtomicU64::default(),
+            key_rotated_unix: AtomicU64::default(),
+            tick_lateness: Histogram::new(TICK_LATENESS_BUCKETS),
+            tick_lateness_max_ns: AtomicU64::default(),
+        }
+    }
 }
 
 impl Live {
+    /// One auto-mode tick ran `late` after its scheduled instant.
+    pub fn tick_ran_late(&self, late: Duration) {
+        self.tick_lateness.observe(late.as_secs_f64());
+        self.tick_lateness_max_ns
+            .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
+    }
     pub fn set_syn_rate(&self, r: f64) {
         self.syn_rate_bits.store(r.to_bits(), Ordering::Relaxed);
     }
@@ -296,6 +323,29 @@ impl Collector for MapCollector {
             [(
                 [("iface", iface)],
                 ConstCounter::new(self.live.engaged_transitions.load(Ordering::Relaxed)),
+            )],
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "synguard_tick_lateness_seconds",
+                "How late the auto-mode sample tick (every 100 ms) ran after its scheduled time",
+                None,
+                MetricType::Histogram,
+            )?;
+            self.live
+                .tick_lateness
+                .encode(m.encode_family(&[("iface", iface)])?)?;
+        }
+        family(
+            &mut enc,
+            "synguard_tick_lateness_max_seconds",
+            "The latest the auto-mode sample tick ran since the daemon started",
+            MetricType::Gauge,
+            [(
+                [("iface", iface)],
+                ConstGauge::new(
+                    self.live.tick_lateness_max_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                ),
             )],
         )?;
         family(
