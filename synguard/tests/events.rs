@@ -142,14 +142,14 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 }
 
 /// synguard on a in `mode`, with its metrics endpoint on a's loopback.
-fn start(p: &VethPair, extra: &[&str]) -> Result<synguard_harness::synguard::Daemon> {
+fn start(p: &VethPair, mode: &str, extra: &[&str]) -> Result<synguard_harness::synguard::Daemon> {
     netns::run_checked(netns::command(&p.a.netns, "ip").args(["link", "set", "lo", "up"]))?;
     let ports = PORT.to_string();
     let mut args = vec![
         "--ports",
         &ports,
         "--mode",
-        "always",
+        mode,
         "--xdp-mode",
         "generic",
         "--metrics",
@@ -169,6 +169,7 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     // One SYN a second per source with a bucket of one: a source's second SYN is limited.
     let daemon = start(
         &pair,
+        "always",
         &[
             "--event-sample",
             "1",
@@ -292,6 +293,106 @@ fn monitor_mode_reports_would_be_drops_as_passed() -> Result<()> {
         assert_eq!(e["action"], "pass", "{e}");
         assert_eq!(e["reason"], "flag_syn_fin", "{e}");
     }
+    daemon.stop()?;
+    Ok(())
+}
+
+/// The tick-lateness histogram of a scrape: (ticks, ticks at most 10 ms late).
+fn ticks(body: &str, iface: &str) -> Result<(f64, f64)> {
+    let i = format!("iface=\"{iface}\"");
+    let count = sample(body, &format!("synguard_tick_lateness_seconds_count{{{i}}}"))
+        .context("no tick lateness count")?;
+    let within = sample(
+        body,
+        &format!("synguard_tick_lateness_seconds_bucket{{le=\"0.01\",{i}}}"),
+    )
+    .with_context(|| format!("no 10 ms bucket:\n{body}"))?;
+    Ok((count, within))
+}
+
+#[test]
+fn scraping_with_30k_sockets_does_not_delay_the_tick() -> Result<()> {
+    if !root_or_skip("scraping_with_30k_sockets_does_not_delay_the_tick") {
+        return Ok(());
+    }
+    const SOCKETS: usize = 32_000;
+    let pair = VethPair::new()?;
+    netns::set_sysctl(&pair.a.netns, "net.ipv4.tcp_max_tw_buckets", "100000")?;
+    let daemon = start(&pair, "auto", &[])?;
+    // 30k TIME_WAIT sockets on the protected port, in a's namespace: the server end closes
+    // first, so they hold no file descriptor. Spread over 32 destination addresses: a
+    // connect() does not see the server end's TIME_WAIT of the tuple it picks, and a SYN
+    // that reuses one replaces it, so with few destinations a sixth of them would.
+    let t0 = Instant::now();
+    netns::in_netns(&pair.a.netns, || {
+        let l = TcpListener::bind(("0.0.0.0", PORT))?;
+        for i in 0..SOCKETS {
+            let dst = format!("127.0.0.{}:{PORT}", 1 + i % 32);
+            let c = TcpStream::connect(&dst)?;
+            let (s, _) = l.accept()?;
+            drop(s);
+            let mut b = [0u8; 1];
+            // The server's FIN, then the client's close.
+            let _ = (&c).read(&mut b);
+            drop(c);
+        }
+        Ok(())
+    })?;
+    let setup = t0.elapsed();
+    let ss = netns::run_checked(netns::command(&pair.a.netns, "ss").args([
+        "-H",
+        "-tan",
+        "state",
+        "time-wait",
+        "sport",
+        "=",
+        &format!(":{PORT}"),
+    ]))?;
+    let ss_tw = String::from_utf8_lossy(&ss.stdout).lines().count();
+    eprintln!("ss counts {ss_tw} TIME_WAIT sockets on :{PORT}");
+    let body = scrape(&pair)?;
+    let i = format!("iface=\"{}\"", pair.a.iface);
+    let tw = sample(&body, &format!("synguard_listener_sockets{{{i},state=\"time_wait\"}}"))
+        .context("no time_wait gauge")?;
+    assert!(tw >= 30_000.0, "time_wait {tw} (ss: {ss_tw})");
+
+    let (n0, ok0) = ticks(&body, &pair.a.iface)?;
+    // Two scrapers back to back for 3 s.
+    let stop = Instant::now() + Duration::from_secs(3);
+    let durations: Vec<Duration> = thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut d = Vec::new();
+                    while Instant::now() < stop {
+                        let t = Instant::now();
+                        let b = scrape(&pair).expect("scrape");
+                        assert!(b.starts_with("HTTP/1.1 200"), "{b}");
+                        d.push(t.elapsed());
+                    }
+                    d
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let body = scrape(&pair)?;
+    let (n1, ok1) = ticks(&body, &pair.a.iface)?;
+    let max_late = sample(&body, &format!("synguard_tick_lateness_max_seconds{{{i}}}"));
+    let mut sorted = durations.clone();
+    sorted.sort();
+    eprintln!(
+        "{tw} TIME_WAIT sockets made in {setup:?}; {} scrapes, median {:?}, max {:?}; \
+         {} ticks meanwhile, {} over 10 ms late; max lateness since start {max_late:?} s",
+        sorted.len(),
+        sorted[sorted.len() / 2],
+        sorted.last().unwrap(),
+        n1 - n0,
+        (n1 - n0) - (ok1 - ok0),
+    );
+    assert!(sorted.len() >= 4, "too few scrapes");
+    assert!(n1 - n0 >= 20.0, "the tick did not run: {n0} -> {n1}");
+    assert_eq!((n1 - n0) - (ok1 - ok0), 0.0, "ticks over 10 ms late during the scrapes");
     daemon.stop()?;
     Ok(())
 }
