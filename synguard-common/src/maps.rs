@@ -771,7 +771,7 @@ mod tests {
         assert_eq!(by_name(names::ALLOW6).key_size, 20);
         assert_eq!(by_name(names::CONFIG).value_size, 56);
         assert_eq!(by_name(names::EVENTS).key_size, 0);
-        assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES % 4096 == 0);
+        assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES.is_multiple_of(4096));
         assert_eq!(
             by_name(names::COUNTERS).max_entries,
             Counter::ALL.len() as u32

@@ -11,8 +11,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, DropEvent, EVENTS_BYTES, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS, KeySlot,
-    LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS,
+    COUNTER_COUNT, Config, Counter, DropEvent, EVENTS_BYTES, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS,
+    KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS,
     SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State, TokenBucket,
 };
 

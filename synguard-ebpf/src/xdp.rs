@@ -12,9 +12,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use synguard_common::{
+    dissect::Segment,
     flow::Flow,
     handoff::CookieMeta,
-    dissect::Segment,
     maps::{
         Action, Class, Config, Counter, DropEvent, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
         LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket, VLAN_NONE, port_bit,
@@ -27,8 +27,8 @@ use synguard_common::{
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, EVENT_SCRATCH, EVENTS, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS,
-        MINTED, PORTS, SRC_DROPS, SRC_RATE, STATE, SYNACK_BUCKET, count, count_value,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, EVENT_SCRATCH, EVENTS, IFACES, KEYS, LIST_FLAGS,
+        LOCAL_ADDRS, MINTED, PORTS, SRC_DROPS, SRC_RATE, STATE, SYNACK_BUCKET, count, count_value,
     },
     sock::{SockRef, TCP_LISTEN},
 };
@@ -324,7 +324,12 @@ fn on_drop(ctx: &XdpContext, config: &Config, e: *mut DropEvent, n: u64) {
     // SAFETY: the helper takes no arguments and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let flow = match e.family {
-        4 => Some(Flow::v4([e.src[0], e.src[1], e.src[2], e.src[3]], [0; 4], 0, 0)),
+        4 => Some(Flow::v4(
+            [e.src[0], e.src[1], e.src[2], e.src[3]],
+            [0; 4],
+            0,
+            0,
+        )),
         6 => Some(Flow::v6(e.src, [0; 16], 0, 0)),
         _ => None,
     };

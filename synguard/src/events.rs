@@ -26,7 +26,12 @@ pub fn drop_reasons() -> impl Iterator<Item = Counter> {
 
 /// `--reason`: a drop reason by name, or an error that lists them.
 pub fn parse_reason(s: &str) -> Result<Counter, String> {
-    let list = || drop_reasons().map(Counter::name).collect::<Vec<_>>().join(", ");
+    let list = || {
+        drop_reasons()
+            .map(Counter::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match Counter::ALL.iter().find(|c| c.name() == s.trim()) {
         Some(&c) if c.class() == Class::Verdict(Action::Drop) => Ok(c),
         Some(_) => Err(format!(
@@ -217,7 +222,10 @@ mod tests {
         assert_eq!(parse_reason("rate_limited"), Ok(Counter::RateLimited));
         let e = parse_reason("bogus").unwrap_err();
         assert!(e.contains("unknown reason \"bogus\""), "{e}");
-        assert!(e.contains("flag_syn_fin") && e.contains("rate_limited"), "{e}");
+        assert!(
+            e.contains("flag_syn_fin") && e.contains("rate_limited"),
+            "{e}"
+        );
         assert!(!e.contains("syn_passed"), "{e}");
         let e = parse_reason("syn_passed").unwrap_err();
         assert!(e.contains("not a drop reason"), "{e}");

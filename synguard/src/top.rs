@@ -61,8 +61,12 @@ pub fn source_name(k: &SrcKey, prefix6: u8) -> String {
     }
 }
 
+/// Every source of either map, by its key's bytes: its key, its drops summed over CPUs, and
+/// its SRC_RATE bucket level.
+type Sources = BTreeMap<[u8; 16], (SrcKey, SrcDrops, Option<f64>)>;
+
 /// Per-source totals: SRC_DROPS summed over CPUs, and the SRC_RATE bucket levels.
-fn read(p: &PinnedMaps) -> Result<BTreeMap<[u8; 16], (SrcKey, SrcDrops, Option<f64>)>> {
+fn read(p: &PinnedMaps) -> Result<Sources> {
     let key_bytes = |k: &SrcKey| {
         let mut b = [0u8; 16];
         b[..4].copy_from_slice(&k.family.to_le_bytes());
@@ -84,10 +88,9 @@ fn read(p: &PinnedMaps) -> Result<BTreeMap<[u8; 16], (SrcKey, SrcDrops, Option<f
         }
         out.insert(key_bytes(&k), (k, sum, None));
     }
-    let rate = HashMap::<_, SrcKey, TokenBucket>::try_from(Map::LruHashMap(
-        p.map(names::SRC_RATE)?,
-    ))
-    .context("opening SRC_RATE")?;
+    let rate =
+        HashMap::<_, SrcKey, TokenBucket>::try_from(Map::LruHashMap(p.map(names::SRC_RATE)?))
+            .context("opening SRC_RATE")?;
     for (k, b) in rate.iter().filter_map(Result::ok) {
         let tokens = b.nanotokens as f64 / 1e9;
         out.entry(key_bytes(&k))
@@ -116,13 +119,7 @@ pub fn rank(mut rows: Vec<Row>, n: usize) -> Vec<Row> {
     rows
 }
 
-pub fn top(
-    iface: &IfaceName,
-    json: bool,
-    once: bool,
-    n: usize,
-    interval: Duration,
-) -> Result<()> {
+pub fn top(iface: &IfaceName, json: bool, once: bool, n: usize, interval: Duration) -> Result<()> {
     let p = PinnedMaps::open(iface)?;
     let mut prev: Option<(BTreeMap<[u8; 16], u64>, Instant)> = None;
     loop {
@@ -164,7 +161,10 @@ pub fn top(
         if once {
             return Ok(());
         }
-        prev = Some((cur.iter().map(|(kb, (_, d, _))| (*kb, d.drops)).collect(), now));
+        prev = Some((
+            cur.iter().map(|(kb, (_, d, _))| (*kb, d.drops)).collect(),
+            now,
+        ));
         thread::sleep(interval);
     }
 }

@@ -81,7 +81,10 @@ fn per_cpu(p: &VethPair, c: Counter) -> Result<Vec<u64>> {
 }
 
 /// `synguard events --json` on a, its lines arriving on the channel, once it listens.
-fn start_events(p: &VethPair, extra: &[&str]) -> Result<(NsChild, mpsc::Receiver<serde_json::Value>)> {
+fn start_events(
+    p: &VethPair,
+    extra: &[&str],
+) -> Result<(NsChild, mpsc::Receiver<serde_json::Value>)> {
     let mut cmd = p.command(&p.a.netns, BIN);
     cmd.args(["events", "--iface", &p.a.iface, "--json"])
         .args(extra)
@@ -185,7 +188,9 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     let synfin: Vec<_> = (0..50)
         .map(|i| frame(&pair, 60, 41000 + i, flags::SYN | flags::FIN, Some(100)))
         .collect();
-    let null: Vec<_> = (0..30).map(|i| frame(&pair, 61, 42000 + i, 0, None)).collect();
+    let null: Vec<_> = (0..30)
+        .map(|i| frame(&pair, 61, 42000 + i, 0, None))
+        .collect();
     send_and_count(&pair, &synfin, Counter::FlagSynFin, 50)?;
     send_and_count(&pair, &null, Counter::FlagNull, 30)?;
     let got = take(&rx, 80)?;
@@ -203,8 +208,14 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
         .or_default() += 1;
     }
     let want: BTreeMap<_, _> = [
-        (("flag_syn_fin".into(), host(60), "SF".into(), "[100]".into()), 50),
-        (("flag_null".into(), host(61), "none".into(), "[]".into()), 30),
+        (
+            ("flag_syn_fin".into(), host(60), "SF".into(), "[100]".into()),
+            50,
+        ),
+        (
+            ("flag_null".into(), host(61), "none".into(), "[]".into()),
+            30,
+        ),
     ]
     .into_iter()
     .collect();
@@ -219,9 +230,9 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     }
 
     // 3. Sampled 1 in 4, exactly: the drops that bring a CPU's count to a multiple of 4.
-    let out = pair
-        .synguard(BIN, &pair.a)
-        .ok(&["set", "--iface", &pair.a.iface, "event_sample", "4"])?;
+    let out =
+        pair.synguard(BIN, &pair.a)
+            .ok(&["set", "--iface", &pair.a.iface, "event_sample", "4"])?;
     assert!(out.contains("event_sample"), "{out}");
     let before = per_cpu(&pair, Counter::FlagSynFin)?;
     let more: Vec<_> = (0..41)
@@ -232,7 +243,10 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     let expect: u64 = before.iter().zip(&after).map(|(b, a)| a / 4 - b / 4).sum();
     assert!((10..=11).contains(&expect), "{before:?} -> {after:?}");
     let got = take(&rx, expect as usize)?;
-    assert!(got.iter().all(|e| e["src"] == host(62).as_str() && e["reason"] == "flag_syn_fin"));
+    assert!(
+        got.iter()
+            .all(|e| e["src"] == host(62).as_str() && e["reason"] == "flag_syn_fin")
+    );
     events.signal(synguard_harness::Signal::SIGINT);
 
     // 4. A SYN flood from one source: `top` names it first, `events --reason` shows it.
@@ -240,14 +254,22 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     let flood: Vec<_> = (0..400)
         .map(|i| frame(&pair, 77, 44000 + i, flags::SYN, None))
         .collect();
-    let few: Vec<_> = (0..5).map(|i| frame(&pair, 78, 45000 + i, flags::SYN, None)).collect();
+    let few: Vec<_> = (0..5)
+        .map(|i| frame(&pair, 78, 45000 + i, flags::SYN, None))
+        .collect();
     send_and_count(&pair, &flood, Counter::SynSeen, 400)?;
     send_and_count(&pair, &few, Counter::SynSeen, 5)?;
     let limited = Counters::read(&pair.a.iface)?.get(Counter::RateLimited);
     assert!(limited >= 395, "rate_limited {limited}");
-    let top = pair
-        .synguard(BIN, &pair.a)
-        .ok(&["top", "--iface", &pair.a.iface, "--once", "--json", "-n", "3"])?;
+    let top = pair.synguard(BIN, &pair.a).ok(&[
+        "top",
+        "--iface",
+        &pair.a.iface,
+        "--once",
+        "--json",
+        "-n",
+        "3",
+    ])?;
     let top: serde_json::Value = serde_json::from_str(top.trim())?;
     let rows = top["sources"].as_array().context("sources")?;
     assert_eq!(rows[0]["source"], format!("{}/32", host(77)), "{top}");
@@ -267,7 +289,10 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     // 1 in 4 of them, per CPU, and only rate_limited ones.
     let got = rx.recv_timeout(Duration::from_secs(5))?;
     assert_eq!(got["reason"], "rate_limited");
-    assert!(got["src"] == host(77).as_str() || got["src"] == host(78).as_str(), "{got}");
+    assert!(
+        got["src"] == host(77).as_str() || got["src"] == host(78).as_str(),
+        "{got}"
+    );
     assert_eq!(got["flags"], "S");
     daemon.stop()?;
     Ok(())
@@ -300,8 +325,11 @@ fn monitor_mode_reports_would_be_drops_as_passed() -> Result<()> {
 /// The tick-lateness histogram of a scrape: (ticks, ticks at most 10 ms late).
 fn ticks(body: &str, iface: &str) -> Result<(f64, f64)> {
     let i = format!("iface=\"{iface}\"");
-    let count = sample(body, &format!("synguard_tick_lateness_seconds_count{{{i}}}"))
-        .context("no tick lateness count")?;
+    let count = sample(
+        body,
+        &format!("synguard_tick_lateness_seconds_count{{{i}}}"),
+    )
+    .context("no tick lateness count")?;
     let within = sample(
         body,
         &format!("synguard_tick_lateness_seconds_bucket{{le=\"0.01\",{i}}}"),
@@ -352,8 +380,11 @@ fn scraping_with_30k_sockets_does_not_delay_the_tick() -> Result<()> {
     eprintln!("ss counts {ss_tw} TIME_WAIT sockets on :{PORT}");
     let body = scrape(&pair)?;
     let i = format!("iface=\"{}\"", pair.a.iface);
-    let tw = sample(&body, &format!("synguard_listener_sockets{{{i},state=\"time_wait\"}}"))
-        .context("no time_wait gauge")?;
+    let tw = sample(
+        &body,
+        &format!("synguard_listener_sockets{{{i},state=\"time_wait\"}}"),
+    )
+    .context("no time_wait gauge")?;
     assert!(tw >= 30_000.0, "time_wait {tw} (ss: {ss_tw})");
 
     let (n0, ok0) = ticks(&body, &pair.a.iface)?;
@@ -392,7 +423,11 @@ fn scraping_with_30k_sockets_does_not_delay_the_tick() -> Result<()> {
     );
     assert!(sorted.len() >= 4, "too few scrapes");
     assert!(n1 - n0 >= 20.0, "the tick did not run: {n0} -> {n1}");
-    assert_eq!((n1 - n0) - (ok1 - ok0), 0.0, "ticks over 10 ms late during the scrapes");
+    assert_eq!(
+        (n1 - n0) - (ok1 - ok0),
+        0.0,
+        "ticks over 10 ms late during the scrapes"
+    );
     daemon.stop()?;
     Ok(())
 }
