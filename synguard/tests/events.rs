@@ -241,7 +241,8 @@ fn a_flood_shows_in_metrics_events_and_top() -> Result<()> {
     send_and_count(&pair, &more, Counter::FlagSynFin, 41)?;
     let after = per_cpu(&pair, Counter::FlagSynFin)?;
     let expect: u64 = before.iter().zip(&after).map(|(b, a)| a / 4 - b / 4).sum();
-    assert!((10..=11).contains(&expect), "{before:?} -> {after:?}");
+    // 41 frames: 10 if one CPU took them all, 9 to 12 as CPUs share them.
+    assert!((9..=12).contains(&expect), "{before:?} -> {after:?}");
     let got = take(&rx, expect as usize)?;
     assert!(
         got.iter()
