@@ -37,7 +37,8 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// Per-source drop counts ([`super::SrcDrops`]), read by `synguard top`.
     pub const SRC_DROPS: &str = "SRC_DROPS";
-    /// One per-CPU [`super::DropEvent`] the XDP counting site builds a drop's event in.
+    /// One per-CPU [`super::EventScratch`]: where the XDP counting site builds a drop's
+    /// event.
     pub const EVENT_SCRATCH: &str = "EVENT_SCRATCH";
     pub const XDP_PROG: &str = "synguard_xdp";
     pub const TC_PROG: &str = "synguard_tc";
@@ -117,7 +118,7 @@ pub const SPECS: &[MapSpec] = &[
     // A ring buffer has no key or value: its max_entries is its size in bytes.
     MapSpec::new::<(), ()>(names::EVENTS, MapType::RingBuf, EVENTS_BYTES),
     MapSpec::new::<SrcKey, SrcDrops>(names::SRC_DROPS, MapType::LruPerCpuHash, SRC_DROPS_ENTRIES),
-    MapSpec::new::<u32, DropEvent>(names::EVENT_SCRATCH, MapType::PerCpuArray, 1),
+    MapSpec::new::<u32, EventScratch>(names::EVENT_SCRATCH, MapType::PerCpuArray, 1),
 ];
 
 /// Operating mode, stored in [`Config::mode`].
@@ -380,6 +381,17 @@ pub struct DropEvent {
     /// dropped); 0: dropped.
     pub passed: u8,
     pub _pad: [u8; 7],
+}
+
+/// The per-CPU `EVENT_SCRATCH` value: the drop event being built, and the `SRC_DROPS` key
+/// and first value. In map memory rather than on the BPF stack, which the pipeline all but
+/// fills (512 bytes for the whole call chain).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventScratch {
+    pub event: DropEvent,
+    pub key: SrcKey,
+    pub first: SrcDrops,
 }
 
 /// Per-source drop counts in `SRC_DROPS` (per CPU), keyed like `SRC_RATE`
@@ -739,6 +751,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(DropEvent, vlan), 34);
         assert_eq!(core::mem::offset_of!(DropEvent, passed), 40);
         assert_eq!(size_of::<SrcDrops>(), 24);
+        assert_eq!(size_of::<EventScratch>(), 88);
         assert_eq!(core::mem::offset_of!(Config, handoff_mark), 36);
         assert_eq!(core::mem::offset_of!(Config, ack_rate_on), 44);
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);

@@ -11,9 +11,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, DropEvent, EVENTS_BYTES, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS,
-    KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS,
-    SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, EVENTS_BYTES, EventScratch, IFACE_ENTRIES, IfaceFacts,
+    KEY_SLOTS, KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS,
+    PORT_WORDS, SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State, TokenBucket,
 };
 
 #[map]
@@ -55,7 +55,7 @@ pub static SRC_DROPS: LruPerCpuHashMap<SrcKey, SrcDrops> =
 /// does not track, so the event code after it is verified once, not once for every path
 /// (and reason constant) of the pipeline that ends in a drop.
 #[map]
-pub static EVENT_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::pinned(1, 0);
+pub static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::pinned(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action, xdp_md},
     helpers::{
         bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
         bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
@@ -13,16 +13,16 @@ use aya_ebpf::{
 };
 use synguard_common::{
     dissect::Segment,
-    flow::Flow,
+    flow::{Family, Flow},
     handoff::CookieMeta,
     maps::{
-        Action, Class, Config, Counter, DropEvent, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
+        Action, Class, Config, Counter, EventScratch, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
         LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket, VLAN_NONE, port_bit,
     },
     packet::{Packet, RawPacket},
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
     verifier::opaque,
-    wire::{ethernet, ipv4, ipv6, tcp},
+    wire::{Addr, ethernet, ipv4, ipv6, tcp},
 };
 
 use crate::{
@@ -36,10 +36,9 @@ use crate::{
 struct XdpEnv<'a> {
     ctx: &'a XdpContext,
     config: Config,
-    /// The located segment's flow, for a drop's event and `SRC_DROPS`.
-    seen: Option<Flow>,
-    /// Its TCP flags, once parsed.
-    tcp_flags: u8,
+    /// The pipeline located the segment ([`Env::located`]), whose source, port and flags
+    /// are then in `EVENT_SCRATCH`.
+    located: bool,
 }
 
 impl Env for XdpEnv<'_> {
@@ -225,14 +224,27 @@ impl Env for XdpEnv<'_> {
         unsafe { bpf_ktime_get_ns() }
     }
 
+    // Written straight to the scratch event, here where the pipeline has not branched
+    // yet: the verifier checks these stores once, not once per path that ends in a drop.
     #[inline(always)]
     fn located(&mut self, seg: &Segment) {
-        self.seen = Some(seg.flow);
+        self.located = true;
+        if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
+            let e = unsafe { &mut (*e).event };
+            e.family = seg.flow.family as u8;
+            e.src = seg.flow.src.octets();
+            e.dst_port = seg.flow.dst_port;
+            e.tcp_flags = 0;
+        }
     }
 
     #[inline(always)]
     fn tcp_flags(&mut self, flags: u8) {
-        self.tcp_flags = flags;
+        if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: as in `located`.
+            unsafe { (*e).event.tcp_flags = flags };
+        }
     }
 }
 
@@ -247,8 +259,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let mut env = XdpEnv {
         ctx,
         config,
-        seen: None,
-        tcp_flags: 0,
+        located: false,
     };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
     let config = env.config;
@@ -274,83 +285,110 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     if let Some(c) = reason {
         let n = count_value(c);
-        // Monitor mode passes what it would drop, under the drop reason: reported too,
-        // marked as passed, since seeing it is what monitor mode is for.
-        let dropped = action == xdp_action::XDP_DROP;
-        let would_drop = !dropped
-            && config.mode == Mode::Monitor as u32
-            && matches!(c.class(), Class::Verdict(Action::Drop));
-        if dropped || would_drop {
-            if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
-                // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
-                unsafe { stage(&mut *e, &env, c, would_drop) };
-                on_drop(ctx, &config, e, n);
+        // Only the reason, the action and `n` depend on the pipeline's path here; whether
+        // the frame is a drop to report is decided in `synguard_drop_event`, a global
+        // function, which the verifier checks once by itself rather than once for every
+        // path (and reason) of the pipeline that ends here. A transmitted frame is never a
+        // drop, and a passed one only in monitor mode (which reports what it would drop):
+        // other frames pay one comparison.
+        let report = action == xdp_action::XDP_DROP
+            || (action == xdp_action::XDP_PASS && config.mode == Mode::Monitor as u32);
+        if report && let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
+            let ev = unsafe { &mut (*e).event };
+            ev.reason = c as u32;
+            ev.passed = u8::from(action != xdp_action::XDP_DROP);
+            if !env.located {
+                ev.family = 0;
             }
+            // SAFETY: the xdp_md the kernel handed this program.
+            unsafe { synguard_drop_event(ctx.ctx, n) };
         }
     }
     action
 }
 
-/// Writes what the pipeline saw of a frame counted under drop reason `c` into the scratch
-/// event `e`. The one step that depends on the pipeline's path; [`on_drop`] reads it back.
-#[inline(always)]
-fn stage(e: &mut DropEvent, env: &XdpEnv, c: Counter, passed: bool) {
-    e.reason = c as u32;
-    e.passed = u8::from(passed);
-    match &env.seen {
-        Some(flow) => {
-            e.family = if flow.is_v6() { 6 } else { 4 };
-            e.src = flow.src.octets();
-            e.dst_port = flow.dst_port;
-            e.tcp_flags = env.tcp_flags;
-        }
-        None => {
-            e.family = 0;
-            e.src = [0; 16];
-            e.dst_port = 0;
-            e.tcp_flags = 0;
-        }
-    }
+/// [`on_drop`] as a global function (BTF linkage global): the kernel verifies it once, on its
+/// own, with `n` an unknown scalar, and at each call only checks the arguments.
+///
+/// # Safety
+///
+/// `ctx` is the `xdp_md` of the running program.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn synguard_drop_event(ctx: *mut xdp_md, n: u64) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let (Some(config), Some(e)) = (CONFIG.get_ptr(0), EVENT_SCRATCH.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: a live map value, only read.
+    on_drop(&ctx, unsafe { &*config }, e, n);
+    0
 }
 
-/// The drop staged in `e`, this CPU's `n`th of its reason: adds it to its source's
+/// The drop in the scratch event `e` (source, port and flags from [`Env::located`] and
+/// [`Env::tcp_flags`], reason and action from the counting site), this CPU's `n`th of its
+/// reason: adds it to its source's
 /// `SRC_DROPS` entry and, if `n` is a multiple of `event_sample`, completes the event and
 /// writes it to `EVENTS`. Reads the VLAN tags afresh, at fixed offsets (a failed trim may
 /// have invalidated the pointers `process` used).
 #[inline(always)]
-fn on_drop(ctx: &XdpContext, config: &Config, e: *mut DropEvent, n: u64) {
+fn on_drop(ctx: &XdpContext, config: &Config, s: *mut EventScratch, n: u64) {
     // SAFETY: this CPU's scratch value, staged just before; nothing else touches it.
-    let e = unsafe { &mut *e };
+    let s = unsafe { &mut *s };
+    // A frame counted under a drop reason: dropped, or passed by monitor mode, which
+    // reports what it would drop (seeing that is what the mode is for). Other passed
+    // frames under a drop reason (`reflection` while not engaged) are not drops.
+    let Some(&c) = Counter::ALL.get(s.event.reason as usize) else {
+        return;
+    };
+    if c.class() != Class::Verdict(Action::Drop)
+        || (s.event.passed != 0 && config.mode != Mode::Monitor as u32)
+    {
+        return;
+    }
+    // Kept in the event, not in a register: every value live across the helper calls
+    // below would be spilled to the stack, of which the call chain has 16 bytes left.
     // SAFETY: the helper takes no arguments and only reads the clock.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let flow = match e.family {
-        4 => Some(Flow::v4(
-            [e.src[0], e.src[1], e.src[2], e.src[3]],
-            [0; 4],
-            0,
-            0,
-        )),
-        6 => Some(Flow::v6(e.src, [0; 16], 0, 0)),
+    s.event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let family = match s.event.family {
+        4 => Some(Family::V4),
+        6 => Some(Family::V6),
         _ => None,
     };
-    if let Some(flow) = flow {
-        let limited = u64::from(e.reason == Counter::RateLimited as u32);
+    if let Some(family) = family {
+        // The key needs only the address's first 8 bytes (an IPv4 address, or an IPv6
+        // /64), read as the little-endian word `Addr` keeps them in. One load from map
+        // memory: the call chain has no stack to spare for a copy.
+        // SAFETY: `src` lies at offset 8 of the 8-aligned map value, so the word is in
+        // bounds and aligned.
+        let w0 = unsafe { core::ptr::read(s.event.src.as_ptr().cast::<u64>()) };
+        let flow = Flow {
+            family,
+            src: Addr([w0, 0]),
+            dst: Addr::default(),
+            src_port: 0,
+            dst_port: 0,
+        };
         let key = flow.src_key(config.src_prefix6);
-        match SRC_DROPS.get_ptr_mut(&key) {
+        s.key.family = key.family;
+        s.key._pad = 0;
+        s.key.addr = key.addr;
+        match SRC_DROPS.get_ptr_mut(&s.key) {
             // SAFETY: this CPU's value of a live per-CPU entry; XDP is not preempted on
             // its CPU, so nothing else touches it meanwhile.
             Some(d) => unsafe {
                 (*d).drops += 1;
-                (*d).rate_limited += limited;
-                (*d).last_ns = now;
+                (*d).rate_limited += u64::from(s.event.reason == Counter::RateLimited as u32);
+                (*d).last_ns = s.event.ts_ns;
             },
             None => {
-                let d = SrcDrops {
+                s.first = SrcDrops {
                     drops: 1,
-                    rate_limited: limited,
-                    last_ns: now,
+                    rate_limited: u64::from(s.event.reason == Counter::RateLimited as u32),
+                    last_ns: s.event.ts_ns,
                 };
-                let _ = SRC_DROPS.insert(&key, &d, 0);
+                let _ = SRC_DROPS.insert(&s.key, &s.first, 0);
             }
         }
     }
@@ -358,17 +396,16 @@ fn on_drop(ctx: &XdpContext, config: &Config, e: *mut DropEvent, n: u64) {
     if every == 0 || n % every != 0 {
         return;
     }
+    let e = &mut s.event;
     // SAFETY: data..data_end is the packet, valid for this program run.
     let pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
-    let mut vlan = [VLAN_NONE; 2];
+    e.vlan = [VLAN_NONE; 2];
     if ethernet::is_tag(pkt.load_be16(12).unwrap_or(0)) {
-        vlan[0] = pkt.load_be16(14).unwrap_or(0) & 0x0fff;
+        e.vlan[0] = pkt.load_be16(14).unwrap_or(0) & 0x0fff;
         if ethernet::is_tag(pkt.load_be16(16).unwrap_or(0)) {
-            vlan[1] = pkt.load_be16(18).unwrap_or(0) & 0x0fff;
+            e.vlan[1] = pkt.load_be16(18).unwrap_or(0) & 0x0fff;
         }
     }
-    e.vlan = vlan;
-    e.ts_ns = now;
     // SAFETY: the xdp_md the kernel handed this program.
     e.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let _ = EVENTS.output(&*e, 0);

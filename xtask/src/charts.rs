@@ -133,7 +133,12 @@ pub fn connect_cdf(reports: &[ScenarioReport]) -> String {
         pts.push((x0 + pw, y(done)));
         polyline(&mut s, &pts, c, "");
         names.push((
-            format!("{} ({}/{})", r.protection, r.connect_ms.len(), r.clients_total),
+            format!(
+                "{} ({}/{})",
+                r.protection,
+                r.connect_ms.len(),
+                r.clients_total
+            ),
             c,
             "",
         ));
@@ -157,7 +162,11 @@ pub fn rates(reports: &[ScenarioReport]) -> String {
         .ceil();
     let peak = reports
         .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.syn_in_pps.max(p.synack_out_pps)))
+        .flat_map(|r| {
+            r.timeline
+                .iter()
+                .map(|p| p.syn_in_pps.max(p.synack_out_pps))
+        })
         .fold(1.0f64, f64::max);
     // A round top: 1, 2 or 5 times a power of ten, in thousands.
     let k = peak / 1e3;
