@@ -371,9 +371,9 @@ settings! {
                 already in flight keep the one they were minted with",
         stored: config(wscale),
     },
-    // 1 in 1000: a 1 Mpps flood of one reason makes 1000 events/s per CPU, a few hundred
-    // kB/s a reader can keep up with, and the 256 kB ring holds 4 s of them; one event in
-    // 1000 drops adds about 0.1 ns a drop. 1 shows every drop (for tests and slow floods).
+    // 1 in 1000: a 1 Mpps flood of one reason makes 1000 events/s per CPU, tens of kB/s a
+    // reader keeps up with, and the 256 kB ring holds 4 s of them; only the sampled drops
+    // pay for the ring buffer write. 1 shows every drop (for tests and slow floods).
     EventSample => event_sample: u32 {
         default: "1000",
         range: Some((0, 0xffff_ffff)),
