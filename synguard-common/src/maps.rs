@@ -752,6 +752,9 @@ mod tests {
         assert_eq!(core::mem::offset_of!(DropEvent, passed), 40);
         assert_eq!(size_of::<SrcDrops>(), 24);
         assert_eq!(size_of::<EventScratch>(), 88);
+        // The XDP side reads `src`'s first word as a u64: it must be 8-aligned.
+        assert_eq!(core::mem::offset_of!(DropEvent, src), 8);
+        assert_eq!(core::mem::offset_of!(EventScratch, event), 0);
         assert_eq!(core::mem::offset_of!(Config, handoff_mark), 36);
         assert_eq!(core::mem::offset_of!(Config, ack_rate_on), 44);
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);

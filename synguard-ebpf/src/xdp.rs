@@ -326,11 +326,10 @@ pub unsafe extern "C" fn synguard_drop_event(ctx: *mut xdp_md, n: u64) -> u32 {
     0
 }
 
-/// The drop in the scratch event `e` (source, port and flags from [`Env::located`] and
+/// The frame staged in the scratch `s` (source, port and flags from [`Env::located`] and
 /// [`Env::tcp_flags`], reason and action from the counting site), this CPU's `n`th of its
-/// reason: adds it to its source's
-/// `SRC_DROPS` entry and, if `n` is a multiple of `event_sample`, completes the event and
-/// writes it to `EVENTS`. Reads the VLAN tags afresh, at fixed offsets (a failed trim may
+/// reason: if it is a drop to report, adds it to its source's `SRC_DROPS` entry and, if `n`
+/// is a multiple of `event_sample`, completes its event and writes it to `EVENTS`. Reads the VLAN tags afresh, at fixed offsets (a failed trim may
 /// have invalidated the pointers `process` used).
 #[inline(always)]
 fn on_drop(ctx: &XdpContext, config: &Config, s: *mut EventScratch, n: u64) {

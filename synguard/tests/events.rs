@@ -432,3 +432,42 @@ fn scraping_with_30k_sockets_does_not_delay_the_tick() -> Result<()> {
     daemon.stop()?;
     Ok(())
 }
+
+/// In a libxdp dispatcher synguard's XDP program is an EXT (freplace) program; its drop
+/// report is a global BPF function, which must load and run there too.
+#[test]
+fn events_work_inside_an_xdp_dispatcher() -> Result<()> {
+    if !root_or_skip("events_work_inside_an_xdp_dispatcher") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    let ports = PORT.to_string();
+    let daemon = pair.synguard(BIN, &pair.a).start(
+        &pair.a.iface,
+        &synguard_harness::synguard::test_run_args(
+            "always",
+            &ports,
+            &["--xdp-attach", "dispatcher", "--event-sample", "1"],
+        ),
+    );
+    let daemon = match daemon {
+        Ok(d) => d,
+        // The kernel's own refusal (no EXT programs for root here) is not ours to test.
+        Err(e) if format!("{e:#}").contains("EXT") => {
+            eprintln!("skipping: this kernel refuses EXT programs: {e:#}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let (_events, rx) = start_events(&pair, &[])?;
+    let f: Vec<_> = (0..5)
+        .map(|i| frame(&pair, 64, 47000 + i, flags::SYN | flags::FIN, None))
+        .collect();
+    send_and_count(&pair, &f, Counter::FlagSynFin, 5)?;
+    for e in take(&rx, 5)? {
+        assert_eq!(e["reason"], "flag_syn_fin", "{e}");
+        assert_eq!(e["src"], host(64).as_str(), "{e}");
+    }
+    daemon.stop()?;
+    Ok(())
+}
