@@ -10,10 +10,12 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
+use synguard_common::handoff::{CookieMeta, HandoffEntry, HandoffKey};
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, EVENTS_BYTES, EventScratch, IFACE_ENTRIES, IfaceFacts,
-    KEY_SLOTS, KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS,
-    PORT_WORDS, SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, EVENTS_BYTES, EventScratch, HANDOFF_ENTRIES, IFACE_ENTRIES,
+    IfaceFacts, KEY_SLOTS, KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey,
+    MINTED_SLOTS, PORT_WORDS, SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State,
+    TokenBucket,
 };
 
 #[map]
@@ -46,6 +48,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
 pub static LOCAL_ADDRS: HashMap<LocalAddrKey, u8> = HashMap::pinned(LOCAL_ADDR_ENTRIES, 0);
 #[map]
 pub static IFACES: HashMap<u32, IfaceFacts> = HashMap::pinned(IFACE_ENTRIES, 0);
+#[map]
+pub static HANDOFF: LruHashMap<HandoffKey, CookieMeta> = LruHashMap::pinned(HANDOFF_ENTRIES, 0);
+/// XDP's scratch slot for a `HANDOFF` entry (see `xdp::XdpEnv::hand_off`).
+#[map]
+pub static HANDOFF_SCRATCH: PerCpuArray<HandoffEntry> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map]

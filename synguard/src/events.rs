@@ -146,7 +146,9 @@ fn mono_to_unix() -> Result<f64> {
 /// Streams events until interrupted (or `count` of them are printed). Events already in
 /// the ring when it starts are from before; they are skipped, as tcpdump shows only what
 /// arrives after it starts. The ring has one reader position: two `events` at once share
-/// the events between them.
+/// the events between them. A daemon serving several interfaces shares one ring among
+/// them; only `iface`'s events are shown (by ifindex, when `iface` is in this network
+/// namespace).
 pub fn events(
     iface: &IfaceName,
     json: bool,
@@ -170,6 +172,7 @@ pub fn events(
          (skipped {skipped} older events)"
     );
     let offset = mono_to_unix()?;
+    let ifindex = crate::iface::ifindex(iface).ok();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
@@ -182,7 +185,9 @@ pub fn events(
             // alignment assumption, and any bit pattern is a valid DropEvent.
             let e: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             drop(item);
-            if reason.is_some_and(|r| r as u32 != e.reason) {
+            if reason.is_some_and(|r| r as u32 != e.reason)
+                || ifindex.is_some_and(|i| i != e.ifindex)
+            {
                 continue;
             }
             let Some(ev) = Event::decode(&e, iface.as_str(), offset) else {
