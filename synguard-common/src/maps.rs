@@ -44,6 +44,13 @@ pub mod names {
     /// the others pin the same map, so one key ring, one MINTED, one set of settings and
     /// lists serve them all.
     pub const PER_IFACE: &[&str] = &[COUNTERS, LOCAL_ADDRS, IFACES];
+    /// Ring buffer of sampled drops ([`super::DropEvent`]), read by `synguard events`.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-source drop counts ([`super::SrcDrops`]), read by `synguard top`.
+    pub const SRC_DROPS: &str = "SRC_DROPS";
+    /// One per-CPU [`super::EventScratch`]: where the XDP counting site builds a drop's
+    /// event.
+    pub const EVENT_SCRATCH: &str = "EVENT_SCRATCH";
     pub const XDP_PROG: &str = "synguard_xdp";
     pub const TC_PROG: &str = "synguard_tc";
 }
@@ -56,7 +63,9 @@ pub enum MapType {
     Array = 2,
     PerCpuArray = 6,
     LruHash = 9,
+    LruPerCpuHash = 10,
     LpmTrie = 11,
+    RingBuf = 27,
 }
 
 /// `BPF_F_NO_PREALLOC`, which the kernel requires of LPM tries.
@@ -119,6 +128,10 @@ pub const SPECS: &[MapSpec] = &[
     MapSpec::new::<u32, IfaceFacts>(names::IFACES, MapType::Hash, IFACE_ENTRIES),
     MapSpec::new::<HandoffKey, CookieMeta>(names::HANDOFF, MapType::LruHash, HANDOFF_ENTRIES),
     MapSpec::new::<u32, HandoffEntry>(names::HANDOFF_SCRATCH, MapType::PerCpuArray, 1),
+    // A ring buffer has no key or value: its max_entries is its size in bytes.
+    MapSpec::new::<(), ()>(names::EVENTS, MapType::RingBuf, EVENTS_BYTES),
+    MapSpec::new::<SrcKey, SrcDrops>(names::SRC_DROPS, MapType::LruPerCpuHash, SRC_DROPS_ENTRIES),
+    MapSpec::new::<u32, EventScratch>(names::EVENT_SCRATCH, MapType::PerCpuArray, 1),
 ];
 
 /// `HANDOFF` entries: cookie ACKs XDP validated and TC has not taken yet. TC takes each
@@ -224,6 +237,10 @@ pub struct Config {
     pub ack_rate_on: u32,
     /// ... and disengages only when these and SYNs are both below their `_off` rates.
     pub ack_rate_off: u32,
+    /// 1 in this many drops of each reason (per CPU) goes to the `EVENTS` ring buffer as a
+    /// [`DropEvent`]; 0: none. Counted from the reason's per-CPU counter, so the sample is
+    /// deterministic: the drops that bring the counter to a multiple of it.
+    pub event_sample: u32,
 }
 
 impl Config {
@@ -256,6 +273,7 @@ impl Config {
         handoff_mask: 0xffff,
         ack_rate_on: 1000,
         ack_rate_off: 500,
+        event_sample: 1000,
     };
 }
 
@@ -343,6 +361,70 @@ pub struct TokenBucket {
 
 /// Capacity of the per-source LRU.
 pub const SRC_RATE_ENTRIES: u32 = 65536;
+
+/// Size of the `EVENTS` ring buffer in bytes (a power-of-two number of pages): 4096
+/// events of 64 bytes (48 and the kernel's 8-byte header, rounded to 8), about 4 s of
+/// the default sample under a 1 Mpps single-reason flood on one CPU, before a reader that
+/// has fallen behind loses events (and only events: the verdict never waits on it).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+/// `DropEvent::vlan` of a tag that is not there.
+pub const VLAN_NONE: u16 = 0xffff;
+
+/// One sampled drop in the `EVENTS` ring buffer, as the XDP counting site writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// The source address in network order (IPv4 in the first 4 bytes); zero when
+    /// `family` is 0.
+    pub src: [u8; 16],
+    /// The [`Counter`] the frame was counted under.
+    pub reason: u32,
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    /// The TCP destination port (0 when `family` is 0).
+    pub dst_port: u16,
+    /// The VLAN IDs of the outer and inner tag, [`VLAN_NONE`] where there is none.
+    pub vlan: [u16; 2],
+    /// 4 or 6; 0 for a frame whose TCP header was never located (`uninspectable`).
+    pub family: u8,
+    /// The TCP flags byte (0 when `family` is 0, or the header is cut short).
+    pub tcp_flags: u8,
+    /// 1: monitor mode passed the frame, counted under a drop reason (it would have been
+    /// dropped); 0: dropped.
+    pub passed: u8,
+    pub _pad: [u8; 7],
+}
+
+/// The per-CPU `EVENT_SCRATCH` value: the drop event being built, and the `SRC_DROPS` key
+/// and first value. In map memory rather than on the BPF stack, which the pipeline all but
+/// fills (512 bytes for the whole call chain).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventScratch {
+    pub event: DropEvent,
+    pub key: SrcKey,
+    pub first: SrcDrops,
+}
+
+/// Per-source drop counts in `SRC_DROPS` (per CPU), keyed like `SRC_RATE`
+/// ([`crate::flow::Flow::src_key`]); written only when a frame is dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcDrops {
+    /// Frames of the source counted under a drop reason.
+    pub drops: u64,
+    /// Of those, SYNs over the per-source budget (`rate_limited`).
+    pub rate_limited: u64,
+    /// `bpf_ktime_get_ns()` of the last one.
+    pub last_ns: u64,
+}
+
+/// Capacity of the `SRC_DROPS` LRU: the heaviest droppers of a flood stay in it, spoofed
+/// one-packet sources churn through. Per-CPU values: 24 bytes times the CPUs per entry.
+pub const SRC_DROPS_ENTRIES: u32 = 4096;
 /// Capacity of each allow/deny LPM trie.
 pub const LIST_ENTRIES: u32 = 16384;
 
@@ -654,6 +736,10 @@ mod pod {
     unsafe impl aya::Pod for LocalAddrKey {}
     // SAFETY: repr(C), bytes and a u32, explicit `_pad`; no padding (12 bytes).
     unsafe impl aya::Pod for IfaceFacts {}
+    // SAFETY: repr(C), integers and byte arrays, explicit `_pad`; no padding (48 bytes).
+    unsafe impl aya::Pod for DropEvent {}
+    // SAFETY: repr(C), three u64s.
+    unsafe impl aya::Pod for SrcDrops {}
 }
 
 #[cfg(test)]
@@ -663,7 +749,16 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 52);
+        assert_eq!(size_of::<Config>(), 56);
+        assert_eq!(core::mem::offset_of!(Config, event_sample), 52);
+        assert_eq!(size_of::<DropEvent>(), 48);
+        assert_eq!(core::mem::offset_of!(DropEvent, vlan), 34);
+        assert_eq!(core::mem::offset_of!(DropEvent, passed), 40);
+        assert_eq!(size_of::<SrcDrops>(), 24);
+        assert_eq!(size_of::<EventScratch>(), 88);
+        // The XDP side reads `src`'s first word as a u64: it must be 8-aligned.
+        assert_eq!(core::mem::offset_of!(DropEvent, src), 8);
+        assert_eq!(core::mem::offset_of!(EventScratch, event), 0);
         assert_eq!(core::mem::offset_of!(Config, handoff_mark), 36);
         assert_eq!(core::mem::offset_of!(Config, ack_rate_on), 44);
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);
@@ -685,12 +780,18 @@ mod tests {
                 "{}",
                 m.name
             );
-            assert!(m.max_entries > 0 && m.value_size > 0, "{}", m.name);
+            assert!(
+                m.max_entries > 0 && (m.value_size > 0 || m.map_type == MapType::RingBuf),
+                "{}",
+                m.name
+            );
         }
         let by_name = |n: &str| SPECS.iter().find(|m| m.name == n).unwrap();
         assert_eq!(by_name(names::ALLOW4).key_size, 8);
         assert_eq!(by_name(names::ALLOW6).key_size, 20);
-        assert_eq!(by_name(names::CONFIG).value_size, 52);
+        assert_eq!(by_name(names::CONFIG).value_size, 56);
+        assert_eq!(by_name(names::EVENTS).key_size, 0);
+        assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES.is_multiple_of(4096));
         assert_eq!(
             by_name(names::COUNTERS).max_entries,
             Counter::ALL.len() as u32

@@ -165,6 +165,15 @@ pub trait Env {
     /// (`LOCAL_ADDRS`, flagged [`crate::maps::LOCAL_ADDR_BROADCAST`]).
     fn src_local_broadcast(&self, flow: &Flow) -> bool;
     fn now_ns(&self) -> u64;
+    /// The segment of a frame to a protected port, once located and before any rule
+    /// judges it: what the glue's sampled drop events ([`crate::maps::DropEvent`]) report.
+    /// Nothing by default.
+    #[inline(always)]
+    fn located(&mut self, _seg: &Segment) {}
+    /// The TCP flags of that segment, once its header is parsed (for the same events).
+    /// Nothing by default.
+    #[inline(always)]
+    fn tcp_flags(&mut self, _flags: u8) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +272,7 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
     if !env.port_protected(seg.flow.dst_port) {
         return None;
     }
+    env.located(&seg);
     let (mode, engaged, state) = mode_of(env);
     let monitor = mode == Mode::Monitor;
 
@@ -296,6 +306,7 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
     let Some(tcph) = TcpHeader::parse(p, seg.l4) else {
         return reject(Counter::Malformed, monitor);
     };
+    env.tcp_flags(tcph.flags);
     if tcph.doff < 5 || tcph.header_len() > seg.ip_len - seg.ip_hdr_len {
         return reject(Counter::Malformed, monitor);
     }

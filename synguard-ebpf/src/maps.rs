@@ -8,13 +8,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use synguard_common::handoff::{CookieMeta, HandoffEntry, HandoffKey};
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, HANDOFF_ENTRIES, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS, KeySlot,
-    LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS,
-    SRC_RATE_ENTRIES, SrcKey, State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, EVENTS_BYTES, EventScratch, HANDOFF_ENTRIES, IFACE_ENTRIES,
+    IfaceFacts, KEY_SLOTS, KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey,
+    MINTED_SLOTS, PORT_WORDS, SRC_DROPS_ENTRIES, SRC_RATE_ENTRIES, SrcDrops, SrcKey, State,
+    TokenBucket,
 };
 
 #[map]
@@ -52,12 +53,33 @@ pub static HANDOFF: LruHashMap<HandoffKey, CookieMeta> = LruHashMap::pinned(HAND
 /// XDP's scratch slot for a `HANDOFF` entry (see `xdp::XdpEnv::hand_off`).
 #[map]
 pub static HANDOFF_SCRATCH: PerCpuArray<HandoffEntry> = PerCpuArray::pinned(1, 0);
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+#[map]
+pub static SRC_DROPS: LruPerCpuHashMap<SrcKey, SrcDrops> =
+    LruPerCpuHashMap::pinned(SRC_DROPS_ENTRIES, 0);
+/// Where the counting site builds a drop's event. Through map memory, which the verifier
+/// does not track, so the event code after it is verified once, not once for every path
+/// (and reason constant) of the pipeline that ends in a drop.
+#[map]
+pub static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::pinned(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {
-    if let Some(v) = COUNTERS.get_ptr_mut(c as u32) {
+    let _ = count_value(c);
+}
+
+/// Counts `c` and returns this CPU's count of it, the increment included (0 if the map
+/// lacks the slot).
+#[inline(always)]
+pub fn count_value(c: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: a per-CPU slot; XDP and TC programs are not preempted on their CPU, so
         // nothing else touches it during the increment.
-        unsafe { *v += 1 };
+        Some(v) => unsafe {
+            *v += 1;
+            *v
+        },
+        None => 0,
     }
 }

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action, xdp_md},
     helpers::{
         bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
     },
@@ -17,21 +17,23 @@ use aya_ebpf::{
 };
 use synguard_common::{
     cookie::Decoded,
-    flow::Flow,
+    dissect::Segment,
+    flow::{Family, Flow},
     maps::{
-        Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
-        State, TokenBucket, port_bit,
+        Action, Class, Config, Counter, EventScratch, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
+        LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket, VLAN_NONE, port_bit,
     },
-    packet::RawPacket,
+    packet::{Packet, RawPacket},
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
     verifier::opaque,
-    wire::{ipv4, ipv6, tcp, tcp::TcpHeader, tcp_options::TcpOptions},
+    wire::{Addr, ethernet, ipv4, ipv6, tcp, tcp::TcpHeader, tcp_options::TcpOptions},
 };
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, HANDOFF, HANDOFF_SCRATCH, IFACES, KEYS, LIST_FLAGS,
-        LOCAL_ADDRS, MINTED, PORTS, SRC_RATE, STATE, SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, EVENT_SCRATCH, EVENTS, HANDOFF, HANDOFF_SCRATCH,
+        IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS, SRC_DROPS, SRC_RATE, STATE,
+        SYNACK_BUCKET, count, count_value,
     },
     sock::{SockRef, TCP_LISTEN},
 };
@@ -43,6 +45,9 @@ struct XdpEnv<'a> {
     /// one frame can see old and new settings mixed, as it could with a copy taken while
     /// the controller writes.
     config: &'a Config,
+    /// The pipeline located the segment ([`Env::located`]), whose source, port and flags
+    /// are then in `EVENT_SCRATCH`.
+    located: bool,
 }
 
 impl Env for XdpEnv<'_> {
@@ -257,6 +262,29 @@ impl Env for XdpEnv<'_> {
         // SAFETY: the helper takes no arguments and only reads the clock.
         unsafe { bpf_ktime_get_ns() }
     }
+
+    // Written straight to the scratch event, here where the pipeline has not branched
+    // yet: the verifier checks these stores once, not once per path that ends in a drop.
+    #[inline(always)]
+    fn located(&mut self, seg: &Segment) {
+        self.located = true;
+        if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
+            let e = unsafe { &mut (*e).event };
+            e.family = seg.flow.family as u8;
+            e.src = seg.flow.src.octets();
+            e.dst_port = seg.flow.dst_port;
+            e.tcp_flags = 0;
+        }
+    }
+
+    #[inline(always)]
+    fn tcp_flags(&mut self, flags: u8) {
+        if let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: as in `located`.
+            unsafe { (*e).event.tcp_flags = flags };
+        }
+    }
 }
 
 #[inline(always)]
@@ -266,7 +294,11 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
-    let mut env = XdpEnv { ctx, config };
+    let mut env = XdpEnv {
+        ctx,
+        config,
+        located: false,
+    };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
     let (action, reason) = match verdict {
         Verdict::Pass => (xdp_action::XDP_PASS, reason),
@@ -276,7 +308,127 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Verdict::HandOff => (xdp_action::XDP_PASS, reason),
     };
     if let Some(c) = reason {
-        count(c);
+        let n = count_value(c);
+        // Only the reason, the action and `n` depend on the pipeline's path here; whether
+        // the frame is a drop to report is decided in `synguard_drop_event`, a global
+        // function, which the verifier checks once by itself rather than once for every
+        // path (and reason) of the pipeline that ends here. A transmitted frame is never a
+        // drop, and a passed one only in monitor mode (which reports what it would drop):
+        // other frames pay one comparison.
+        let report = action == xdp_action::XDP_DROP
+            || (action == xdp_action::XDP_PASS && config.mode == Mode::Monitor as u32);
+        if report && let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch value; XDP is not preempted on its CPU.
+            let ev = unsafe { &mut (*e).event };
+            ev.reason = c as u32;
+            ev.passed = u8::from(action != xdp_action::XDP_DROP);
+            if !env.located {
+                ev.family = 0;
+            }
+            // SAFETY: the xdp_md the kernel handed this program.
+            unsafe { synguard_drop_event(ctx.ctx, n) };
+        }
     }
     action
+}
+
+/// [`on_drop`] as a global function (BTF linkage global): the kernel verifies it once, on its
+/// own, with `n` an unknown scalar, and at each call only checks the arguments.
+///
+/// # Safety
+///
+/// `ctx` is the `xdp_md` of the running program.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn synguard_drop_event(ctx: *mut xdp_md, n: u64) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let (Some(config), Some(e)) = (CONFIG.get_ptr(0), EVENT_SCRATCH.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: a live map value, only read.
+    on_drop(&ctx, unsafe { &*config }, e, n);
+    0
+}
+
+/// The frame staged in the scratch `s` (source, port and flags from [`Env::located`] and
+/// [`Env::tcp_flags`], reason and action from the counting site), this CPU's `n`th of its
+/// reason: if it is a drop to report, adds it to its source's `SRC_DROPS` entry and, if `n`
+/// is a multiple of `event_sample`, completes its event and writes it to `EVENTS`.
+#[inline(always)]
+fn on_drop(ctx: &XdpContext, config: &Config, s: *mut EventScratch, n: u64) {
+    // SAFETY: this CPU's scratch value, staged just before; nothing else touches it.
+    let s = unsafe { &mut *s };
+    // A frame counted under a drop reason: dropped, or passed by monitor mode, which
+    // reports what it would drop (seeing that is what the mode is for). Other passed
+    // frames under a drop reason (`reflection` while not engaged) are not drops.
+    let Some(&c) = Counter::ALL.get(s.event.reason as usize) else {
+        return;
+    };
+    if c.class() != Class::Verdict(Action::Drop)
+        || (s.event.passed != 0 && config.mode != Mode::Monitor as u32)
+    {
+        return;
+    }
+    // Kept in the event, not in a register: every value live across the helper calls
+    // below would be spilled to the stack, of which the call chain has 16 bytes left.
+    // SAFETY: the helper takes no arguments and only reads the clock.
+    s.event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let family = match s.event.family {
+        4 => Some(Family::V4),
+        6 => Some(Family::V6),
+        _ => None,
+    };
+    if let Some(family) = family {
+        // The key needs only the address's first 8 bytes (an IPv4 address, or an IPv6
+        // /64), read as the little-endian word `Addr` keeps them in. One load from map
+        // memory: the call chain has no stack to spare for a copy.
+        // SAFETY: `src` lies at offset 8 of the 8-aligned map value, so the word is in
+        // bounds and aligned.
+        let w0 = unsafe { core::ptr::read(s.event.src.as_ptr().cast::<u64>()) };
+        let flow = Flow {
+            family,
+            src: Addr([w0, 0]),
+            dst: Addr::default(),
+            src_port: 0,
+            dst_port: 0,
+        };
+        let key = flow.src_key(config.src_prefix6);
+        s.key.family = key.family;
+        s.key._pad = 0;
+        s.key.addr = key.addr;
+        match SRC_DROPS.get_ptr_mut(&s.key) {
+            // SAFETY: this CPU's value of a live per-CPU entry; XDP is not preempted on
+            // its CPU, so nothing else touches it meanwhile.
+            Some(d) => unsafe {
+                (*d).drops += 1;
+                (*d).rate_limited += u64::from(s.event.reason == Counter::RateLimited as u32);
+                (*d).last_ns = s.event.ts_ns;
+            },
+            None => {
+                s.first = SrcDrops {
+                    drops: 1,
+                    rate_limited: u64::from(s.event.reason == Counter::RateLimited as u32),
+                    last_ns: s.event.ts_ns,
+                };
+                let _ = SRC_DROPS.insert(&s.key, &s.first, 0);
+            }
+        }
+    }
+    let every = u64::from(config.event_sample);
+    if every == 0 || n % every != 0 {
+        return;
+    }
+    let e = &mut s.event;
+    // SAFETY: data..data_end is the packet, valid for this program run.
+    let pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
+    e.vlan = [VLAN_NONE; 2];
+    if ethernet::is_tag(pkt.load_be16(12).unwrap_or(0)) {
+        e.vlan[0] = pkt.load_be16(14).unwrap_or(0) & 0x0fff;
+        if ethernet::is_tag(pkt.load_be16(16).unwrap_or(0)) {
+            e.vlan[1] = pkt.load_be16(18).unwrap_or(0) & 0x0fff;
+        }
+    }
+    // SAFETY: the xdp_md the kernel handed this program.
+    e.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let _ = EVENTS.output(&*e, 0);
 }

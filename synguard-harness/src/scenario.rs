@@ -216,6 +216,22 @@ pub struct ScenarioReport {
     pub ack_rsts: u64,
     /// Where synguard attached, if it ran.
     pub synguard_log: Option<String>,
+    /// Connect times of the legit connections that succeeded, ms, ascending (the CDF's
+    /// points; the failed ones are `clients_total - connect_ms.len()`).
+    pub connect_ms: Vec<f64>,
+    /// Rates over the SYN window, one point per half second.
+    pub timeline: Vec<RatePoint>,
+}
+
+/// Rates at the server over one interval of the SYN window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RatePoint {
+    /// End of the interval, seconds since the window opened.
+    pub t_secs: f64,
+    /// Frames arriving at the server veth, /s.
+    pub syn_in_pps: f64,
+    /// SYN+ACKs out, /s, counted as `synack_source` says.
+    pub synack_out_pps: f64,
 }
 
 impl ScenarioReport {
@@ -318,9 +334,17 @@ pub fn run(
     co.response_bytes = opts.response_bytes;
     co.deadline = opts.max_window.saturating_sub(opts.client_timeout);
     co.progress = Some(cp.clone());
+    let mut timeline = Vec::new();
     let (clients, s1) = thread::scope(|s| -> Result<(ClientReport, Snapshot)> {
         let h = s.spawn(|| topo.run_clients(&co));
         let mut last = (Instant::now(), s0.link);
+        let synack_count = |l: &crate::netns::LinkStats| -> u64 {
+            match &daemon {
+                Some(d) => d.counters().map_or(0, |c| c.get(Counter::CookieSent)),
+                None => l.tx_packets,
+            }
+        };
+        let mut last_synacks = synack_count(&s0.link);
         loop {
             thread::sleep(Duration::from_millis(250));
             let el = s0.at.elapsed();
@@ -332,7 +356,15 @@ pub fn run(
             {
                 let n = (l.rx_packets + l.rx_dropped)
                     .saturating_sub(last.1.rx_packets + last.1.rx_dropped);
-                p.arrival_pps = Some(n as f64 / last.0.elapsed().as_secs_f64());
+                let dt = last.0.elapsed().as_secs_f64();
+                p.arrival_pps = Some(n as f64 / dt);
+                let synacks = synack_count(&l);
+                timeline.push(RatePoint {
+                    t_secs: s0.at.elapsed().as_secs_f64(),
+                    syn_in_pps: n as f64 / dt,
+                    synack_out_pps: synacks.saturating_sub(last_synacks) as f64 / dt,
+                });
+                last_synacks = synacks;
                 last = (Instant::now(), l);
             }
             progress(&p);
@@ -410,6 +442,12 @@ pub fn run(
         forged_acks_dropped,
         ack_rsts,
         synguard_log,
+        connect_ms: clients
+            .connect_times()
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect(),
+        timeline,
     })
 }
 

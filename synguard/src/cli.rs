@@ -88,6 +88,39 @@ pub enum Cmd {
         #[arg(long, default_value = "1s", value_parser = parse_duration_or_zero)]
         sample: Duration,
     },
+    /// Stream the sampled drops (1 in `event_sample` of each reason, per CPU), one line
+    /// each, like tcpdump: time, source, port, flags, VLANs, reason. One reader at a time.
+    Events {
+        #[arg(long)]
+        iface: IfaceName,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+        /// Only this drop reason (e.g. flag_syn_fin, rate_limited).
+        #[arg(long, value_parser = crate::events::parse_reason)]
+        reason: Option<synguard_common::maps::Counter>,
+        /// Exit after this many events.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+    },
+    /// The sources dropped or rate-limited the most (SRC_DROPS and SRC_RATE), refreshed
+    /// like top.
+    Top {
+        #[arg(long)]
+        iface: IfaceName,
+        /// One JSON object per refresh.
+        #[arg(long)]
+        json: bool,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Sources to show.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// Refresh every DURATION.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+    },
     /// Attached or not, XDP mode, key epoch and age, and every setting.
     Status {
         #[arg(long)]
@@ -454,6 +487,14 @@ mod tests {
                 "invalid interface name",
             ),
             (vec!["allow", "add", "--iface", "x"], "required"),
+            (
+                vec!["events", "--iface", "x", "--reason", "nope"],
+                "unknown reason \"nope\"; drop reasons: ",
+            ),
+            (
+                vec!["events", "--iface", "x", "--reason", "syn_passed"],
+                "not a drop reason",
+            ),
         ] {
             let e = parse(&args).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");

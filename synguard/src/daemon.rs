@@ -760,7 +760,8 @@ async fn event_loop(
                 service::status(&status_line(o, att, rs, hyst.engaged));
                 rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation);
             }
-            _ = sample.tick() => {
+            scheduled = sample.tick() => {
+                live.tick_ran_late(tokio::time::Instant::now().saturating_duration_since(scheduled));
                 let now = Instant::now();
                 if let Err(e) = list_flags.refresh() {
                     warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod config;
 mod daemon;
+mod events;
 mod iface;
 mod keys;
 mod listeners;
@@ -21,6 +22,7 @@ mod settings;
 mod state_dir;
 mod stats;
 mod status;
+mod top;
 mod xdp_dispatcher;
 
 use anyhow::{Result, bail};
@@ -77,6 +79,19 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             sample,
         } => stats::stats(&iface, json, watch, sample),
         Cmd::Status { iface, json } => status::status(&iface, json),
+        Cmd::Events {
+            iface,
+            json,
+            reason,
+            count,
+        } => events::events(&iface, json, reason, count),
+        Cmd::Top {
+            iface,
+            json,
+            once,
+            n,
+            interval,
+        } => top::top(&iface, json, once, n, interval),
         Cmd::Check {
             config: Some(path), ..
         } => check_config(&path),

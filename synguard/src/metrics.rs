@@ -14,7 +14,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
 use synguard_common::maps::{Class, Counter, Mode, SrcKey, TokenBucket, names};
@@ -33,13 +33,35 @@ use crate::{
 };
 
 /// Values only the daemon knows (not in any map).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Live {
     syn_rate_bits: AtomicU64,
     engaged_transitions: AtomicU64,
     key_rotated_unix: AtomicU64,
     /// The interfaces the daemon serves now (a reload may add or remove some).
     served: Mutex<Vec<Served>>,
+    /// How late each auto-mode sample tick ran after its scheduled instant: what a blocked
+    /// event loop (a slow scrape, say) shows as.
+    tick_lateness: Histogram,
+    tick_lateness_max_ns: AtomicU64,
+}
+
+/// Buckets of `synguard_tick_lateness_seconds`: 0.1 ms to 1 s, with 10 ms (the bound the
+/// scrape test holds the loop to) among them.
+pub const TICK_LATENESS_BUCKETS: [f64; 9] =
+    [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.1, 1.0];
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            syn_rate_bits: AtomicU64::default(),
+            engaged_transitions: AtomicU64::default(),
+            key_rotated_unix: AtomicU64::default(),
+            served: Mutex::default(),
+            tick_lateness: Histogram::new(TICK_LATENESS_BUCKETS),
+            tick_lateness_max_ns: AtomicU64::default(),
+        }
+    }
 }
 
 /// One interface the daemon serves, as a scrape reads it.
@@ -53,6 +75,12 @@ pub struct Served {
 }
 
 impl Live {
+    /// One auto-mode tick ran `late` after its scheduled instant.
+    pub fn tick_ran_late(&self, late: Duration) {
+        self.tick_lateness.observe(late.as_secs_f64());
+        self.tick_lateness_max_ns
+            .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
+    }
     pub fn set_served(&self, served: Vec<Served>) {
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) = served;
     }
@@ -363,6 +391,28 @@ impl Collector for MapCollector {
             "Engages plus disengages of auto mode since the daemon started",
             MetricType::Counter,
             ifaces().map(|iface| ([("iface", iface)], ConstCounter::new(transitions))),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "synguard_tick_lateness_seconds",
+                "How late the daemon's auto-mode sample tick (every 100 ms) ran after its \
+                 scheduled time",
+                None,
+                MetricType::Histogram,
+            )?;
+            for iface in ifaces() {
+                self.live
+                    .tick_lateness
+                    .encode(m.encode_family(&[("iface", iface)])?)?;
+            }
+        }
+        let max_late = self.live.tick_lateness_max_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        family(
+            &mut enc,
+            "synguard_tick_lateness_max_seconds",
+            "The latest the daemon's auto-mode sample tick ran since it started",
+            MetricType::Gauge,
+            ifaces().map(|iface| ([("iface", iface)], ConstGauge::new(max_late))),
         )?;
         family(
             &mut enc,

@@ -371,6 +371,17 @@ settings! {
                 already in flight keep the one they were minted with",
         stored: config(wscale),
     },
+    // 1 in 1000: a 1 Mpps flood of one reason makes 1000 events/s per CPU, tens of kB/s a
+    // reader keeps up with, and the 256 kB ring holds 4 s of them; only the sampled drops
+    // pay for the ring buffer write. 1 shows every drop (for tests and slow floods).
+    EventSample => event_sample: u32 {
+        default: "1000",
+        range: Some((0, 0xffff_ffff)),
+        hint: "1 in how many drops of each reason `synguard events` sees, 0 = none",
+        flag: "Send 1 in this many drops of each reason (per CPU) to `synguard events`, 0 = off",
+        about: "1 in N drops of each reason (per CPU) to `synguard events`, 0 = off",
+        stored: config(event_sample),
+    },
     // 0x5347 ("SG") in the low 16 bits; see the README's netfilter section.
     HandoffMark => handoff_mark: u32 {
         default: "21319",

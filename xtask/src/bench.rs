@@ -74,6 +74,9 @@ struct BenchReport {
 }
 
 const PORT: u16 = 8080;
+/// The charts' file names, in target/bench and (with --update-readme) docs/.
+const CDF_SVG: &str = "bench-connect-cdf.svg";
+const RATES_SVG: &str = "bench-rates.svg";
 
 const FLOOR_NOTE: &str = "\
 - floors: the same flood into a server veth whose native XDP program only drops (XDP_DROP) or
@@ -130,13 +133,27 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     )?;
     let md = markdown(&report, &micro_md, &e2e_md);
     std::fs::write(dir.join("bench.md"), &md)?;
+    let charts = [
+        (CDF_SVG, crate::charts::connect_cdf(&report.e2e)),
+        (RATES_SVG, crate::charts::rates(&report.e2e)),
+    ];
+    for (name, svg) in &charts {
+        std::fs::write(dir.join(name), svg)?;
+    }
     println!(
-        "xtask: written {0}/bench.json and {0}/bench.md",
+        "xtask: written {0}/bench.json, {0}/bench.md, {0}/{CDF_SVG} and {0}/{RATES_SVG}",
         dir.display()
     );
     if args.update_readme {
         update_readme(&md)?;
-        println!("xtask: README.md's Benchmark section updated");
+        let docs = crate::root().join("docs");
+        std::fs::create_dir_all(&docs)?;
+        if !report.e2e.is_empty() {
+            for (name, svg) in &charts {
+                std::fs::write(docs.join(name), svg)?;
+            }
+        }
+        println!("xtask: README.md's Benchmark section and the charts in docs/ updated");
     }
     Ok(())
 }
@@ -399,7 +416,9 @@ fn markdown(r: &BenchReport, micro_md: &str, e2e_md: &str) -> String {
     if !e2e_md.is_empty() {
         s.push_str(&format!(
             "\nEnd to end under a max-rate spoofed SYN flood from the veth harness (one column \
-             per protection, same flood):\n\n{e2e_md}\n{}\n{FLOOR_NOTE}\n",
+             per protection, same flood):\n\n{e2e_md}\n{}\n{FLOOR_NOTE}\n\n\
+             ![Connect-time CDFs of the legit clients under the flood](docs/{CDF_SVG})\n\n\
+             ![SYNs in and SYN+ACKs out over the measurement window](docs/{RATES_SVG})\n",
             ui::METHOD_NOTE
         ));
     }

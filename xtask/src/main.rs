@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, builds, tests, the demo and the benchmark.
 
 mod bench;
+mod charts;
 mod demo;
 mod fuzz;
 mod package;
