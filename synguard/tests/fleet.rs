@@ -27,6 +27,8 @@ use synguard_harness::{
 };
 
 const PORT: u16 = 8090;
+/// Connections that completed, that ran, and the errors of the rest.
+type LoadTally = (usize, usize, Vec<(String, usize)>);
 const BIN: &str = env!("CARGO_BIN_EXE_synguard");
 const SECRET_1: &str = "5f1c0de2a8b94e7d13c6f0a2b4d8e9f1a3c5e7092b4d6f8a0c2e4a6b8d0f2a4c";
 const SECRET_2: &str = "c0ffee00deadbeef0123456789abcdef0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -214,7 +216,7 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (stop, cli) = (stop.clone(), f.cli_netns.clone());
-        thread::spawn(move || -> Result<(usize, usize, Vec<(String, usize)>)> {
+        thread::spawn(move || -> Result<LoadTally> {
             let (mut ok, mut total, mut errors) = (0, 0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 let mut o = ClientOptions::new((SERVICE_V4, PORT).into(), 20);
