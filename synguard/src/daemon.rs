@@ -488,8 +488,9 @@ async fn event_loop(
                 att.mode,
                 live.clone(),
             ));
-            info!("metrics on http://{addr}/metrics");
-            Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg))))
+            info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+            let health = health_check(dir, iface::ifindex(&o.iface)?, live.clone());
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg, health))))
         }
         None => None,
     };
@@ -626,6 +627,7 @@ async fn event_loop(
                 rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation);
             }
             _ = sample.tick() => {
+                live.beat();
                 let now = Instant::now();
                 if let Err(e) = list_flags.refresh() {
                     warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);
@@ -696,6 +698,39 @@ async fn event_loop(
         }
     };
     Ok(exit)
+}
+
+/// The event loop ticks every [`auto::SAMPLE`]; /healthz fails once it has not for this
+/// long (a loop blocked or stuck, e.g. on a hung map syscall).
+const HEALTH_STALE: Duration = Duration::from_secs(5);
+
+/// GET /healthz: 200 while the event loop ticks and both program links are attached to the
+/// interface (read from their pins, as a restart would find them), 503 with the reason
+/// otherwise.
+fn health_check(dir: &Path, ifindex: u32, live: Arc<Live>) -> metrics::Health {
+    let dir = dir.to_path_buf();
+    Arc::new(move || {
+        let since = live.since_beat();
+        if since > HEALTH_STALE {
+            return Err(format!(
+                "event loop stalled: no tick for {}",
+                if since == Duration::MAX {
+                    "ever".to_string()
+                } else {
+                    format!("{:.1}s", since.as_secs_f64())
+                }
+            ));
+        }
+        match attach::existing_links(&dir, ifindex) {
+            Ok(Existing::Live { xdp, tc }) => Ok(format!(
+                "ok: XDP link {} and TC link {} attached",
+                xdp.id, tc.id
+            )),
+            Ok(Existing::None) => Err("programs not attached: no link pins".into()),
+            Ok(Existing::Stale) => Err("programs not attached: link pins missing or stale".into()),
+            Err(e) => Err(format!("cannot read the link pins: {e:#}")),
+        }
+    })
 }
 
 /// How long until [`keys::plan`] changes (a little after, so the new second has begun).

@@ -32,9 +32,31 @@ pub struct Live {
     syn_rate_bits: AtomicU64,
     engaged_transitions: AtomicU64,
     key_rotated_unix: AtomicU64,
+    /// Unix milliseconds of the event loop's last tick, for /healthz.
+    loop_beat_ms: AtomicU64,
+}
+
+/// What GET /healthz answers: `Ok(text)` is 200, `Err(why)` 503. Run off the event loop.
+pub type Health = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Live {
+    /// The event loop is alive: called from its every tick.
+    pub fn beat(&self) {
+        self.loop_beat_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+    /// Time since the last [`Live::beat`] (forever if none).
+    pub fn since_beat(&self) -> Duration {
+        match self.loop_beat_ms.load(Ordering::Relaxed) {
+            0 => Duration::MAX,
+            b => Duration::from_millis(unix_ms().saturating_sub(b)),
+        }
+    }
     pub fn set_syn_rate(&self, r: f64) {
         self.syn_rate_bits.store(r.to_bits(), Ordering::Relaxed);
     }
@@ -378,7 +400,7 @@ pub fn registry(
 }
 
 /// Accepts scrapes until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Health) {
     let slots = Arc::new(Semaphore::new(16));
     loop {
         let Ok((sock, _)) = listener.accept().await else {
@@ -390,14 +412,20 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             continue;
         };
         let registry = registry.clone();
+        let health = health.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), handle(sock, &registry)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), handle(sock, &registry, health)).await;
             drop(permit);
         });
     }
 }
 
-async fn handle(mut sock: TcpStream, registry: &Arc<Registry>) -> std::io::Result<()> {
+async fn handle(
+    mut sock: TcpStream,
+    registry: &Arc<Registry>,
+    health: Health,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
@@ -418,6 +446,15 @@ async fn handle(mut sock: TcpStream, registry: &Arc<Registry>) -> std::io::Resul
         .lines()
         .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
     let (status, ctype, body) = match (method, path) {
+        ("GET", "/healthz") => match tokio::task::spawn_blocking(move || health()).await {
+            Ok(Ok(text)) => ("200 OK", "text/plain", text + "\n"),
+            Ok(Err(why)) => ("503 Service Unavailable", "text/plain", why + "\n"),
+            Err(_) => (
+                "503 Service Unavailable",
+                "text/plain",
+                "health check failed\n".into(),
+            ),
+        },
         ("GET", "/metrics") => {
             // Reading the maps and the socket tables is blocking work: off the event loop,
             // so a scrape never delays the auto-mode tick or key rotation.

@@ -408,3 +408,46 @@ fn key_file_is_checked_and_never_leaks() -> Result<()> {
     drop(d);
     Ok(())
 }
+
+/// `curl` in `netns`: (HTTP status, body).
+fn http_get(netns: &str, url: &str) -> Result<(u16, String)> {
+    let out = synguard_harness::netns::command(netns, "curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').context("curl printed no status")?;
+    Ok((
+        code.trim().parse().context("HTTP status")?,
+        body.to_string(),
+    ))
+}
+
+/// The DaemonSet's liveness probe: /healthz is 200 while the loop ticks and both links
+/// are attached, 503 with the reason once the TC link is gone (its pin removed: the link
+/// is released and the program detached, as a restart would find it).
+#[test]
+fn healthz_reports_attached_programs() -> Result<()> {
+    if !root_or_skip("healthz_reports_attached_programs") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    let sg = pair.synguard(BIN, &pair.a);
+    let port = PORT.to_string();
+    let mut args = test_run_args("always", &port, &[]);
+    args.retain(|a| *a != "off" && *a != "--metrics");
+    args.extend(["--metrics", "127.0.0.1:9531"]);
+    let d = sg.start(&pair.a.iface, &args)?;
+    let url = "http://127.0.0.1:9531/healthz";
+    wait_for("healthz 200", Duration::from_secs(5), || {
+        Ok(http_get(&pair.a.netns, url)?.0 == 200)
+    })?;
+    let (code, body) = http_get(&pair.a.netns, url)?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ok: XDP link"), "{body}");
+    std::fs::remove_file(pin_dir(&pair.a.iface).join(names::TC_LINK))?;
+    let (code, body) = http_get(&pair.a.netns, url)?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not attached"), "{body}");
+    drop(d);
+    Ok(())
+}
