@@ -162,6 +162,7 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         xdp_mode: att.mode,
         xdp_reason: att.reason.clone(),
         config: o.config_path.clone(),
+        pid_ns: state_dir::pid_ns(),
     };
     if let Err(e) = rs.store(&o.iface) {
         warn!("cannot record run state: {e:#}");

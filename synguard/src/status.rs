@@ -70,11 +70,9 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
     });
     let rs = RunState::load(iface);
     // Probing the daemon lock could make a concurrently starting `run` fail, so look at the
-    // recorded pid instead.
-    let daemon = rs
-        .as_ref()
-        .map(|r| r.pid)
-        .filter(|&pid| run_state::is_synguard(pid));
+    // recorded pid instead (only from the daemon's own PID namespace: another's pids,
+    // a pod's, name other processes here).
+    let daemon = RunState::live_pid(iface);
     let snap = p.snapshot()?;
     let active = snap.active_key();
     Ok(StatusOut {

@@ -451,3 +451,141 @@ fn healthz_reports_attached_programs() -> Result<()> {
     drop(d);
     Ok(())
 }
+
+/// `synguard` as the DaemonSet runs it: fresh mount and PID namespaces with their own
+/// /proc (as a container has), the host's bpffs bind-mounted at /sys/fs/bpf from a copy,
+/// like a hostPath volume. With `bpffs = false`, a tmpfs is there instead: a container
+/// without the host's bpffs.
+fn pod(pair: &VethPair, stage: &Path, bpffs: bool) -> synguard_harness::Synguard {
+    let script = if bpffs {
+        "set -e; mount --bind /sys/fs/bpf \"$STAGE\"; umount -l /sys/fs/bpf; \
+         mount --bind \"$STAGE\" /sys/fs/bpf; exec \"$@\""
+    } else {
+        "set -e; mount -t tmpfs none /sys/fs/bpf; exec \"$@\""
+    };
+    let stage_env = format!("STAGE={}", stage.display());
+    pair.synguard(BIN, &pair.a).wrapped(&[
+        "env",
+        &stage_env,
+        "unshare",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child=SIGKILL",
+        "--mount-proc",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+}
+
+/// Inside a container whose /sys/fs/bpf is not a bpffs, `run` refuses to mount its own
+/// (pins would die with the pod), names the fix, and creates nothing.
+///
+/// On the old code: it mounted a bpffs in the container's mount namespace and ran, its
+/// pins invisible to the host and gone with the pod.
+#[test]
+fn container_without_host_bpffs_is_refused() -> Result<()> {
+    if !root_or_skip("container_without_host_bpffs_is_refused") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    let port = PORT.to_string();
+    let mut args = vec!["run", "--iface", &pair.a.iface];
+    args.extend(test_run_args("always", &port, &[]));
+    let err = pod(&pair, Path::new("/nonexistent"), false).fails(&args)?;
+    assert!(
+        err.contains("not a bpffs mount and synguard runs in a container")
+            && err.contains("own PID namespace")
+            && err.contains("hostPath"),
+        "{err}"
+    );
+    assert!(!pin_dir(&pair.a.iface).exists());
+    Ok(())
+}
+
+/// The pod-restart case: a daemon in its own mount and PID namespaces is SIGKILLed (the
+/// whole pod dies), and a new one starts in fresh namespaces. A second daemon while the
+/// first lives is refused by the lock (flock on the pin directory, not a pid check: the
+/// first one's pid means nothing in the second one's PID namespace). The programs stay
+/// attached throughout, the new daemon takes over the pinned links, keys and lists; a
+/// client connecting in a loop across the restart loses no connection.
+#[test]
+fn pod_restart_in_fresh_namespaces_keeps_everything() -> Result<()> {
+    if !root_or_skip("pod_restart_in_fresh_namespaces_keeps_everything") {
+        return Ok(());
+    }
+    let pair = VethPair::new()?;
+    let stage = std::env::temp_dir().join(format!("sgh-{}-hostbpf", pair.suffix()));
+    pair.register_path(stage.clone())?;
+    std::fs::create_dir_all(&stage)?;
+    let iface = pair.a.iface.clone();
+    let port = PORT.to_string();
+    let args = test_run_args("always", &port, &["--keep-attached"]);
+    let mut d1 = pod(&pair, &stage, true).start(&iface, &args)?;
+    let host = pair.synguard(BIN, &pair.a);
+    host.ok(&["deny", "add", "--iface", &iface, "198.18.9.77"])?;
+    let keys_before = pinned_keys(&iface)?;
+    let _srv = Server::start(
+        &pair.a.netns,
+        ServerOptions::new(PORT, vec![pair.a.ipv4.into()]),
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, cli, target) = (stop.clone(), pair.b.netns.clone(), (pair.a.ipv4, PORT));
+        thread::spawn(move || -> Result<LoadTally> {
+            let (mut ok, mut total, mut errors) = (0, 0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let mut o = ClientOptions::new(target.into(), 10);
+                o.concurrency = 2;
+                o.timeout = Duration::from_secs(3);
+                o.response_bytes = 256;
+                let r = run_clients(&cli, &o)?;
+                ok += r.ok();
+                total += r.total();
+                errors.extend(r.errors());
+                thread::sleep(Duration::from_millis(20));
+            }
+            Ok((ok, total, errors))
+        })
+    };
+    thread::sleep(Duration::from_secs(1));
+    let mut run = vec!["run", "--iface", iface.as_str()];
+    run.extend(args.iter().copied());
+    let err = pod(&pair, &stage, true).fails(&run)?;
+    assert!(err.contains("already running"), "{err}");
+    assert!(
+        !err.contains("(pid "),
+        "a pid from another PID namespace: {err}"
+    );
+
+    d1.signal(synguard_harness::Signal::SIGKILL);
+    d1.wait_exit(Duration::from_secs(10))?;
+    // No daemon at all for a second: XDP and TC keep answering from their pinned links.
+    thread::sleep(Duration::from_secs(1));
+    let d2 = pod(&pair, &stage, true).start(&iface, &args)?;
+    assert!(
+        d2.log().contains("took over the pinned links"),
+        "{}",
+        d2.log()
+    );
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, total, errors) = load.join().map_err(|_| anyhow::anyhow!("load thread"))??;
+    eprintln!("pod restart: {ok}/{total} connections completed across the restart");
+    assert!(total >= 20, "only {total} connections ran");
+    assert_eq!(ok, total, "errors: {errors:?}\n{}", d2.log());
+    let keys_after = pinned_keys(&iface)?;
+    assert!(
+        keys_before.iter().all(|k| keys_after.contains(k)),
+        "keys changed: {keys_before:?} -> {keys_after:?}"
+    );
+    let deny = host.ok(&["deny", "list", "--iface", &iface])?;
+    assert!(deny.contains("198.18.9.77"), "{deny}");
+    let status = host.ok(&["status", "--iface", &iface])?;
+    assert!(!status.contains("pid 1 "), "{status}");
+    drop(d2);
+    Ok(())
+}
