@@ -333,6 +333,13 @@ impl KeyRing {
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw)
             .map_err(|e| anyhow::anyhow!("reading random key material: {e}"))?;
+        // The slot has not minted with its new key yet. Its new epoch usually differs from
+        // the old one's, but not always after a key file's slots (whose marks the
+        // controller set): clear the mark so this host accepts its cookies only once XDP
+        // has minted with it, as before.
+        self.minted
+            .set(next_idx, &0, 0)
+            .context("clearing the slot's minted mark")?;
         let slot = KeySlot {
             k0: u64::from_le_bytes(raw[..8].try_into()?),
             k1: u64::from_le_bytes(raw[8..].try_into()?),
