@@ -202,7 +202,16 @@ fn daemonset_has_what_synguard_needs() {
 fn configmap_toml_is_accepted_by_synguard() {
     let cm = load("configmap.yaml");
     let text = cm["data"]["synguard.toml"].as_str().unwrap();
-    let tmp = std::env::temp_dir().join(format!("sg-manifest-{}.toml", std::process::id()));
+    let base = std::env::temp_dir().join(format!("sg-manifest-{}", std::process::id()));
+    // The Secret's file exists only in the pod: point key_file at a test secret (check
+    // reads and checks the key file as `run` does).
+    let key = base.with_extension("key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let table: toml::Table = toml::from_str(text).unwrap();
+    let key_file = table["key_file"].as_str().unwrap();
+    let text = text.replace(key_file, key.to_str().unwrap());
+    let tmp = base.with_extension("toml");
     std::fs::write(&tmp, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_synguard"))
         .args(["check", "--config"])
@@ -210,6 +219,7 @@ fn configmap_toml_is_accepted_by_synguard() {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(&key);
     assert!(
         out.status.success(),
         "synguard refuses the ConfigMap's TOML: {}{}",
