@@ -722,14 +722,26 @@ fn health_check(dir: &Path, ifindex: u32, live: Arc<Live>) -> metrics::Health {
                 }
             ));
         }
-        match attach::existing_links(&dir, ifindex) {
-            Ok(Existing::Live { xdp, tc }) => Ok(format!(
-                "ok: XDP link {} and TC link {} attached",
-                xdp.id, tc.id
+        let [xdp_pin, tc_pin] = state_dir::link_pins(&dir);
+        let here = |pin: &Path, what: &str| match attach::pinned_link(pin) {
+            Ok(Some(l)) if l.ifindex == ifindex => Ok(Some(l.id)),
+            Ok(Some(_)) => Err(format!(
+                "programs not attached: the {what} link is not on the interface"
             )),
-            Ok(Existing::None) => Err("programs not attached: no link pins".into()),
-            Ok(Existing::Stale) => Err("programs not attached: link pins missing or stale".into()),
-            Err(e) => Err(format!("cannot read the link pins: {e:#}")),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("cannot read the {what} link pin: {e:#}")),
+        };
+        let tc = here(&tc_pin, "TC")?.ok_or("programs not attached: no TC link pin")?;
+        match here(&xdp_pin, "XDP")? {
+            Some(xdp) => Ok(format!("ok: XDP link {xdp} and TC link {tc} attached")),
+            // Sharing the hook: the dispatcher holds the XDP program, no link pin.
+            None => match xdp_dispatcher::hook(ifindex) {
+                Ok(Hook::Dispatcher { prog_id, .. }) => Ok(format!(
+                    "ok: in XDP dispatcher {prog_id}, TC link {tc} attached"
+                )),
+                Ok(_) => Err("programs not attached: no XDP link pin and no dispatcher".into()),
+                Err(e) => Err(format!("cannot read the XDP hook: {e:#}")),
+            },
         }
     })
 }
