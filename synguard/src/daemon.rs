@@ -163,6 +163,7 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         xdp_reason: att.reason.clone(),
         config: o.config_path.clone(),
         pid_ns: state_dir::pid_ns(),
+        key_file: o.key_file.clone(),
     };
     if let Err(e) = rs.store(&o.iface) {
         warn!("cannot record run state: {e:#}");

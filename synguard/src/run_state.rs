@@ -34,6 +34,9 @@ pub struct RunState {
     /// same one (a restarted pod has a new one). `None` in records of older versions.
     #[serde(default)]
     pub pid_ns: Option<u64>,
+    /// The shared secret's file (`--key-file`), if the keys come from one.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl RunState {
@@ -123,6 +126,7 @@ mod tests {
             xdp_reason: "why".into(),
             config: None,
             pid_ns: Some(4026531836),
+            key_file: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"xdp_mode\":\"native\""), "{text}");

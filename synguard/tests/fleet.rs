@@ -382,6 +382,11 @@ fn key_file_is_checked_and_never_leaks() -> Result<()> {
     ] {
         texts.push((args.join(" "), sg.ok(args)?.into_bytes()));
     }
+    let status = String::from_utf8_lossy(&texts[1].1).to_string();
+    assert!(
+        status.contains(&format!("shared secret from {k}")),
+        "{status}"
+    );
     let metrics = synguard_harness::netns::command(&pair.a.netns, "curl")
         .args(["-sf", "http://127.0.0.1:9531/metrics"])
         .output()?;
