@@ -369,8 +369,10 @@ fn key_file_is_checked_and_never_leaks() -> Result<()> {
     let mut needles: Vec<String> = vec![SECRET_1.into(), SECRET_1.to_uppercase()];
     for s in keys {
         needles.extend([
-            format!("{:016x}", s.k0),
+            format!("{:x}", s.k0),
             format!("{:x}", s.k1),
+            format!("{:016x}", s.k0),
+            format!("{:016x}", s.k1),
             s.k0.to_string(),
             s.k1.to_string(),
         ]);
