@@ -7,7 +7,7 @@
 //!
 //! ## Shared secret (`--key-file`)
 //! With a key file, every host that shares it computes the same keys without talking to
-//! another: the key of epoch `E` is HKDF-SHA256 of the 32-byte secret ([`derive`]), and
+//! another: the key of epoch `E` is HKDF-SHA256 of the 32-byte secret ([`derive()`]), and
 //! `E` = unix time / rotation period, so an NTP clock is all the hosts share. What the two
 //! slots hold at a time `t` is the pure function [`plan`]: the current epoch mints, the
 //! other slot holds the previous epoch, until [`skew_margin`] seconds before the next
