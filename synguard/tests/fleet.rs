@@ -126,6 +126,14 @@ fn shared_key_file_completes_every_handshake_behind_ecmp() -> Result<()> {
     assert!(ca.get(Counter::CookieSent) >= n as u64);
     assert!(cb.get(Counter::CookieAckValid) >= n as u64);
     assert_eq!(cb.get(Counter::CookieSent), 0, "B never sees a SYN");
+    // The same keys on both hosts, and B's slots marked minted by its controller.
+    let id = |k: &KeySlot| (k.k0, k.k1, k.epoch);
+    let (ka, kb) = (pinned_keys(&f.a.iface)?, pinned_keys(&f.b.iface)?);
+    assert!(
+        ka.iter().all(|a| kb.iter().any(|b| id(a) == id(b))),
+        "{ka:?} {kb:?}"
+    );
+    assert!(pinned_minted(&f.b.iface)?.iter().all(|&m| m >> 32 == 1));
     assert!(fr.arrived() > 1000, "the flood reached A: {fr:?}");
     assert!(da.log().contains("shared secret"), "{}", da.log());
     Ok(())
@@ -157,6 +165,16 @@ fn separate_keys_fail_behind_ecmp() -> Result<()> {
         0,
         "separate keys cannot validate each other's cookies"
     );
+    // The random-key default stays as strict as before: B, which never minted, accepts
+    // against no slot (its MINTED marks are 0), and the hosts' keys differ.
+    assert_eq!(pinned_minted(&f.b.iface)?, [0, 0]);
+    let (ka, kb) = (pinned_keys(&f.a.iface)?, pinned_keys(&f.b.iface)?);
+    let valid = |k: &&KeySlot| k.valid == 1;
+    assert!(ka.iter().filter(valid).all(|a| {
+        kb.iter()
+            .filter(valid)
+            .all(|b| (a.k0, a.k1) != (b.k0, b.k1))
+    }));
     assert!(ca.get(Counter::CookieSent) >= 20);
     assert_eq!(cb.get(Counter::CookieAckValid), 0);
     assert!(cb.get(Counter::CookieAckInvalid) >= 20);
@@ -295,6 +313,14 @@ fn pinned_keys(iface: &str) -> Result<[KeySlot; 2]> {
     let data = MapData::from_pin(pin_dir(iface).join(names::KEYS))?;
     let keys: Array<_, KeySlot> = Array::try_from(Map::Array(data))?;
     Ok([keys.get(&0, 0)?, keys.get(&1, 0)?])
+}
+
+/// The pinned `MINTED` marks of the instance on `iface`.
+fn pinned_minted(iface: &str) -> Result<[u64; 2]> {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(pin_dir(iface).join(names::MINTED))?;
+    let m: Array<_, u64> = Array::try_from(Map::Array(data))?;
+    Ok([m.get(&0, 0)?, m.get(&1, 0)?])
 }
 
 /// Every file under `root` that others may read, with its contents.
