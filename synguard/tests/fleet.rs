@@ -229,6 +229,9 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
     let args = ["--key-file", k, "--key-rotation", "4s"];
     let da = start(&f, &f.a, &args)?;
     let db = start(&f, &f.b, &args)?;
+    for h in [&f.a, &f.b] {
+        assert_keys_from(&h.iface, SECRET_1)?;
+    }
     let _srv = servers(&f)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,6 +270,9 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
     }
     // Let the new secret mint for two epochs, then a refused file.
     thread::sleep(Duration::from_secs(9));
+    for h in [&f.a, &f.b] {
+        assert_keys_from(&h.iface, SECRET_2)?;
+    }
     wait_for_phase(4, 1.0, 2.0);
     let bad = dir.join("..gen3");
     std::fs::create_dir(&bad)?;
@@ -313,6 +319,34 @@ fn pinned_keys(iface: &str) -> Result<[KeySlot; 2]> {
     let data = MapData::from_pin(pin_dir(iface).join(names::KEYS))?;
     let keys: Array<_, KeySlot> = Array::try_from(Map::Array(data))?;
     Ok([keys.get(&0, 0)?, keys.get(&1, 0)?])
+}
+
+/// Both key slots of the instance on `iface` hold the README's derivation of `secret`:
+/// HKDF-SHA256, salt "synguard cookie key v1", info "synguard v1 siphash-2-4 key, epoch "
+/// + the epoch big-endian, 16 bytes as k0, k1 little-endian.
+fn assert_keys_from(iface: &str, secret_hex: &str) -> Result<()> {
+    let secret: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&secret_hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()?;
+    for k in pinned_keys(iface)? {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"synguard cookie key v1"), &secret);
+        let mut info = b"synguard v1 siphash-2-4 key, epoch ".to_vec();
+        info.extend(k.epoch.to_be_bytes());
+        let mut okm = [0u8; 16];
+        hk.expand(&info, &mut okm)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let want = (
+            u64::from_le_bytes(okm[..8].try_into()?),
+            u64::from_le_bytes(okm[8..].try_into()?),
+        );
+        if (k.k0, k.k1) != want || k.valid != 1 {
+            bail!(
+                "{iface}: slot of epoch {} is not from the expected secret",
+                k.epoch
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The pinned `MINTED` marks of the instance on `iface`.
