@@ -27,6 +27,10 @@ use synguard_harness::{
 };
 
 const PORT: u16 = 8090;
+/// Budget for one connection that must complete: generous, since the 2-core machine is
+/// shared and a lost SYN+ACK is retransmitted after 1 s and 3 s; a handshake whose ACK a
+/// host cannot validate never completes, however long.
+const CONN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections that completed, that ran, and the errors of the rest.
 type LoadTally = (usize, usize, Vec<(String, usize)>);
 const BIN: &str = env!("CARGO_BIN_EXE_synguard");
@@ -98,12 +102,16 @@ fn shared_key_file_completes_every_handshake_behind_ecmp() -> Result<()> {
     let da = start(&f, &f.a, &args)?;
     let db = start(&f, &f.b, &args)?;
     let _srv = servers(&f)?;
-    let fl = syn_flood(&f, 12)?;
+    let fl = syn_flood(&f, 40)?;
+    // Clients only once the flood arrives (trafgen can take seconds to start on a busy box).
+    wait_for("the flood reaches A", Duration::from_secs(20), || {
+        Ok(da.counters()?.get(Counter::SynSeen) > 1000)
+    })?;
     // Batches over 10 s: at least two key boundaries and two pre-installs.
     let t0 = Instant::now();
     let mut r = ClientReport::default();
     while t0.elapsed() < Duration::from_secs(10) {
-        let b = clients(&f, 40, Duration::from_secs(3))?;
+        let b = clients(&f, 40, CONN_TIMEOUT)?;
         r.outcomes.extend(b.outcomes);
         thread::sleep(Duration::from_millis(250));
     }
@@ -134,7 +142,11 @@ fn shared_key_file_completes_every_handshake_behind_ecmp() -> Result<()> {
         "{ka:?} {kb:?}"
     );
     assert!(pinned_minted(&f.b.iface)?.iter().all(|&m| m >> 32 == 1));
-    assert!(fr.arrived() > 1000, "the flood reached A: {fr:?}");
+    // The flood, not just the clients' SYNs, reached A.
+    assert!(
+        ca.get(Counter::SynSeen) > n as u64 + 10_000,
+        "the flood did not reach A: {fr:?}"
+    );
     assert!(da.log().contains("shared secret"), "{}", da.log());
     Ok(())
 }
@@ -175,9 +187,9 @@ fn separate_keys_fail_behind_ecmp() -> Result<()> {
             .filter(valid)
             .all(|b| (a.k0, a.k1) != (b.k0, b.k1))
     }));
-    assert!(ca.get(Counter::CookieSent) >= 20);
-    assert_eq!(cb.get(Counter::CookieAckValid), 0);
-    assert!(cb.get(Counter::CookieAckInvalid) >= 20);
+    assert!(ca.get(Counter::CookieSent) > 0, "{ca:?}");
+    assert_eq!(cb.get(Counter::CookieAckValid), 0, "{cb:?}");
+    assert!(cb.get(Counter::CookieAckInvalid) > 0, "{cb:?}");
     Ok(())
 }
 
@@ -226,7 +238,7 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
     std::os::unix::fs::symlink("..data/key", dir.join("key"))?;
     let key = dir.join("key");
     let k = key.to_str().context("utf-8 path")?;
-    let args = ["--key-file", k, "--key-rotation", "4s"];
+    let args = ["--key-file", k, "--key-rotation", "8s"];
     let da = start(&f, &f.a, &args)?;
     let db = start(&f, &f.b, &args)?;
     for h in [&f.a, &f.b] {
@@ -242,7 +254,7 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let mut o = ClientOptions::new((SERVICE_V4, PORT).into(), 20);
                 o.concurrency = 2;
-                o.timeout = Duration::from_secs(3);
+                o.timeout = CONN_TIMEOUT;
                 o.response_bytes = 256;
                 let r = run_clients(&cli, &o)?;
                 ok += r.ok();
@@ -261,19 +273,34 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
         })
     };
     // Swap 1: a new secret by the Kubernetes symlink swap.
-    wait_for_phase(4, 1.0, 2.0);
+    wait_for_phase(8, 1.0, 3.0);
     generation(2, SECRET_2)?;
     for d in [&da, &db] {
         wait_for("the new secret is taken", Duration::from_secs(5), || {
             Ok(d.log().contains("new secret in"))
         })?;
     }
+    // The documented condition for a gapless swap across hosts: both saw the new file
+    // before the same switch point, so both switch at the same epoch.
+    let switch = |d: &Daemon| {
+        d.log()
+            .split("it mints from epoch ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        switch(&da),
+        switch(&db),
+        "the hosts chose different switch epochs"
+    );
+    assert!(switch(&da).is_some());
     // Let the new secret mint for two epochs, then a refused file.
-    thread::sleep(Duration::from_secs(9));
+    thread::sleep(Duration::from_secs(17));
     for h in [&f.a, &f.b] {
         assert_keys_from(&h.iface, SECRET_2)?;
     }
-    wait_for_phase(4, 1.0, 2.0);
+    wait_for_phase(8, 1.0, 3.0);
     let bad = dir.join("..gen3");
     std::fs::create_dir(&bad)?;
     write_key(&bad.join("key"), SECRET_1, 0o640)?;
@@ -307,7 +334,7 @@ fn secret_swap_under_load_loses_no_handshake() -> Result<()> {
         db.log()
     );
     // Still on the second secret: the refused file changed nothing.
-    let after = clients(&f, 20, Duration::from_secs(3))?;
+    let after = clients(&f, 20, CONN_TIMEOUT)?;
     assert_eq!(after.ok(), 20);
     assert!(da.log().contains("group or others"), "{}", da.log());
     Ok(())
@@ -607,7 +634,7 @@ fn pod_restart_in_fresh_namespaces_keeps_everything() -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let mut o = ClientOptions::new(target.into(), 10);
                 o.concurrency = 2;
-                o.timeout = Duration::from_secs(3);
+                o.timeout = CONN_TIMEOUT;
                 o.response_bytes = 256;
                 let r = run_clients(&cli, &o)?;
                 ok += r.ok();
