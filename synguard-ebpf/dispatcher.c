@@ -52,7 +52,8 @@ static long (*const xdp_adjust_meta)(struct xdp_md *ctx, int delta) =
 
 // An empty slot passes on. The call to a packet-changing helper is never taken (`ret` is
 // 31), but it marks the slot as one that may change packet data: Linux >= 6.13 lets an EXT
-// program that changes packet data (synguard does) replace only such a function.
+// program that changes packet data replace only such a function. synguard's own program
+// does not change packet data, but a neighbour joining synguard's dispatcher may.
 #define SLOT(n)                                                   \
 	__attribute__((noinline)) int prog##n(struct xdp_md *ctx) \
 	{                                                         \

@@ -13,10 +13,12 @@ use libfuzzer_sys::fuzz_target;
 use synguard_common::{
     flags,
     flow::Flow,
+    cookie::Decoded,
     maps::{Config, Counter, IfaceFacts, KeySlot, Mode, State, minted_mark},
     packet::RawPacket,
     pipeline::{Env, ListVerdict, SockState, Verdict, process},
     testutil::{SERVER_MAC, Seg, read_reply},
+    wire::{tcp::TcpHeader, tcp_options::TcpOptions},
 };
 use synguard_fuzz::Input;
 
@@ -77,6 +79,16 @@ impl Env for FuzzEnv {
     }
     fn kernel_cookie_valid(&mut self, _: bool, _: usize, _: usize) -> bool {
         self.kernel_cookie
+    }
+    fn hand_off(
+        &mut self,
+        _: &Flow,
+        _: &KeySlot,
+        _: &Decoded,
+        _: &TcpOptions,
+        _: &TcpHeader,
+    ) -> bool {
+        true
     }
     fn iface(&self) -> Option<IfaceFacts> {
         self.iface
@@ -243,7 +255,7 @@ fuzz_target!(|data: &[u8]| {
     match d.verdict {
         Verdict::Pass => {}
         Verdict::Drop => assert!(!monitor, "monitor mode dropped"),
-        Verdict::PassWithMeta(_) => assert!(!monitor, "monitor mode handed off"),
+        Verdict::HandOff => assert!(!monitor, "monitor mode handed off"),
         Verdict::Tx { len } => {
             assert!(!monitor, "monitor mode answered");
             assert!(len <= original.len(), "a SYN+ACK longer than its SYN");

@@ -1,10 +1,19 @@
-//! The hand-off from XDP to TC for an ACK whose cookie XDP validated: XDP writes a
-//! [`CookieMeta`] into the packet's metadata area, TC reads it back and turns it into the
-//! [`TcpReqAttrs`] that `bpf_sk_assign_tcp_reqsk` takes to build the request socket.
+//! The hand-off from XDP to TC for an ACK whose cookie XDP validated: XDP stores a
+//! [`CookieMeta`] in the `HANDOFF` map under the segment's [`HandoffKey`], TC takes it back
+//! out (lookup, then delete) and turns it into the [`TcpReqAttrs`] that
+//! `bpf_sk_assign_tcp_reqsk` takes to build the request socket.
 //!
-//! ## `CookieMeta` bytes
-//! [`CookieMeta::LEN`] = 32 bytes (the kernel's limit for XDP metadata), every field
-//! little-endian, no padding:
+//! A map rather than the XDP metadata area, for two reasons. XDP then calls no helper
+//! that changes packet data (`bpf_xdp_adjust_meta`), so the program can be an extension
+//! program in any libxdp dispatcher, whose stubs do not change packet data either: since
+//! Linux 6.13 (and 6.12.y) the kernel refuses an EXT program that does, under a stub that
+//! does not. And drivers without XDP metadata support (hv_netvsc) hand off in native mode.
+//! Only synguard writes the map, and an entry is bound to one segment: both addresses and
+//! ports, the sequence and the acknowledgement number. Metadata another program leaves in
+//! front of a frame is never read.
+//!
+//! ## `CookieMeta` bytes (the map value)
+//! [`CookieMeta::LEN`] = 32 bytes, every field little-endian, no padding:
 //!
 //! | offset | size | field        |
 //! |--------|------|--------------|
@@ -22,23 +31,62 @@
 //! | 24     | 4    | `ack`        |
 //! | 28     | 2    | `src_port`   |
 //! | 30     | 2    | `dst_port`   |
-//!
-//! The length is a multiple of 4, as `bpf_xdp_adjust_meta` requires. The magic alone does
-//! not make the metadata ours: another XDP program, or the sender of a redirected frame,
-//! can leave any bytes there. XDP therefore clears metadata it finds on entry, and TC
-//! takes the metadata only for the segment it describes ([`CookieMeta::describes`]).
 
 use crate::cookie::Decoded;
+use crate::flow::Flow;
 use crate::maps::KeySlot;
 use crate::wire::tcp::TcpHeader;
 use crate::wire::tcp_options::{MAX_WSCALE, TcpOptions, WSCALE_ABSENT};
 
+/// What XDP writes before a `HANDOFF` insert, in a per-CPU scratch slot (`HANDOFF_SCRATCH`):
+/// the key and the value, off the stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandoffEntry {
+    pub key: HandoffKey,
+    pub meta: CookieMeta,
+}
+
+/// `HANDOFF`'s key: the one segment an entry is for. Every byte is a field (no padding),
+/// so XDP and TC build equal keys for equal segments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandoffKey {
+    /// The client's and the server's address, as [`crate::wire::addr::Addr`] words.
+    pub src: [u64; 2],
+    pub dst: [u64; 2],
+    pub seq: u32,
+    pub ack: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// 1 for IPv6: an IPv4 and an IPv6 address never share a key.
+    pub v6: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<HandoffKey>() == 48);
+
+impl HandoffKey {
+    #[inline(always)]
+    pub fn new(flow: &Flow, seq: u32, ack: u32) -> HandoffKey {
+        HandoffKey {
+            src: flow.src.0,
+            dst: flow.dst.0,
+            seq,
+            ack,
+            src_port: flow.src_port,
+            dst_port: flow.dst_port,
+            v6: flow.is_v6() as u32,
+        }
+    }
+}
+
 /// What XDP hands to TC for a validated cookie ACK. The field set is what
 /// `bpf_sk_assign_tcp_reqsk` needs ([`TcpReqAttrs`]); fields of options not negotiated are
 /// zero, as the kfunc requires.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CookieMeta {
-    /// [`CookieMeta::MAGIC`]; TC ignores metadata without it.
+    /// [`CookieMeta::MAGIC`]; TC ignores an entry without it.
     pub magic: u32,
     pub rcv_tsval: u32,
     pub rcv_tsecr: u32,
@@ -59,9 +107,9 @@ pub struct CookieMeta {
     pub dst_port: u16,
 }
 
-const _: () = assert!(CookieMeta::LEN.is_multiple_of(4));
-// `bpf_xdp_adjust_meta` refuses a metadata area larger than 32 bytes.
-const _: () = assert!(CookieMeta::LEN <= 32);
+// Stored as it is (the map value): no padding, so its bytes are exactly the fields, laid
+// out as the table above on a little-endian machine (`to_bytes` is that layout anywhere).
+const _: () = assert!(core::mem::size_of::<CookieMeta>() == CookieMeta::LEN);
 
 impl CookieMeta {
     pub const MAGIC: u32 = 0x5347_4b31; // "SGK1"
@@ -72,27 +120,34 @@ impl CookieMeta {
     /// `opts`.
     #[inline(always)]
     pub fn new(key: &KeySlot, d: &Decoded, opts: &TcpOptions, tcph: &TcpHeader) -> CookieMeta {
+        let mut m = CookieMeta::default();
+        m.fill(key, d, opts, tcph);
+        m
+    }
+
+    /// [`CookieMeta::new`] in place, field by field: XDP fills a map slot this way, since
+    /// a whole value built on the stack would not fit beside the pipeline's frame.
+    #[inline(always)]
+    pub fn fill(&mut self, key: &KeySlot, d: &Decoded, opts: &TcpOptions, tcph: &TcpHeader) {
         let wscale_ok = d.wscale != WSCALE_ABSENT;
-        CookieMeta {
-            magic: CookieMeta::MAGIC,
-            rcv_tsval: if opts.ts { opts.tsval } else { 0 },
-            rcv_tsecr: if opts.ts { opts.tsecr } else { 0 },
-            mss: d.mss,
-            rcv_wscale: if wscale_ok {
-                clamp_wscale(key.wscale)
-            } else {
-                0
-            },
-            snd_wscale: if wscale_ok { d.wscale } else { 0 },
-            ecn_ok: d.ecn_ok as u8,
-            wscale_ok: wscale_ok as u8,
-            sack_ok: d.sack_ok as u8,
-            tstamp_ok: opts.ts as u8,
-            seq: tcph.seq,
-            ack: tcph.ack,
-            src_port: tcph.src_port,
-            dst_port: tcph.dst_port,
-        }
+        self.magic = CookieMeta::MAGIC;
+        self.rcv_tsval = if opts.ts { opts.tsval } else { 0 };
+        self.rcv_tsecr = if opts.ts { opts.tsecr } else { 0 };
+        self.mss = d.mss;
+        self.rcv_wscale = if wscale_ok {
+            clamp_wscale(key.wscale)
+        } else {
+            0
+        };
+        self.snd_wscale = if wscale_ok { d.wscale } else { 0 };
+        self.ecn_ok = d.ecn_ok as u8;
+        self.wscale_ok = wscale_ok as u8;
+        self.sack_ok = d.sack_ok as u8;
+        self.tstamp_ok = opts.ts as u8;
+        self.seq = tcph.seq;
+        self.ack = tcph.ack;
+        self.src_port = tcph.src_port;
+        self.dst_port = tcph.dst_port;
     }
 
     /// Whether this is synguard's metadata for the segment with these sequence and

@@ -6,6 +6,8 @@
 
 use core::mem::size_of;
 
+use crate::handoff::{CookieMeta, HandoffEntry, HandoffKey};
+
 /// Pin and map names. One home for them so the eBPF side and the controller cannot drift.
 pub mod names {
     /// bpffs mount point; synguard mounts it there if nothing is mounted.
@@ -33,6 +35,15 @@ pub mod names {
     pub const MINTED: &str = "MINTED";
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     pub const IFACES: &str = "IFACES";
+    pub const HANDOFF: &str = "HANDOFF";
+    /// XDP's per-CPU scratch slot for building a `HANDOFF` entry off the stack.
+    pub const HANDOFF_SCRATCH: &str = "HANDOFF_SCRATCH";
+    /// The maps each interface has for itself when one daemon serves several: its own
+    /// counters, and its address and link facts (each interface's follower keeps them
+    /// whole). Every other map is shared: the first interface's pin directory holds it and
+    /// the others pin the same map, so one key ring, one MINTED, one set of settings and
+    /// lists serve them all.
+    pub const PER_IFACE: &[&str] = &[COUNTERS, LOCAL_ADDRS, IFACES];
     pub const XDP_PROG: &str = "synguard_xdp";
     pub const TC_PROG: &str = "synguard_tc";
 }
@@ -106,7 +117,15 @@ pub const SPECS: &[MapSpec] = &[
     MapSpec::new::<u32, u64>(names::COUNTERS, MapType::PerCpuArray, COUNTER_COUNT),
     MapSpec::new::<LocalAddrKey, u8>(names::LOCAL_ADDRS, MapType::Hash, LOCAL_ADDR_ENTRIES),
     MapSpec::new::<u32, IfaceFacts>(names::IFACES, MapType::Hash, IFACE_ENTRIES),
+    MapSpec::new::<HandoffKey, CookieMeta>(names::HANDOFF, MapType::LruHash, HANDOFF_ENTRIES),
+    MapSpec::new::<u32, HandoffEntry>(names::HANDOFF_SCRATCH, MapType::PerCpuArray, 1),
 ];
+
+/// `HANDOFF` entries: cookie ACKs XDP validated and TC has not taken yet. TC takes each
+/// within the same softirq (or the next, with RPS), so this only has to cover a burst of
+/// legitimate handshakes; an entry whose ACK never reached TC (dropped by a program after
+/// synguard's) is evicted as the least recently used.
+pub const HANDOFF_ENTRIES: u32 = 8192;
 
 /// Operating mode, stored in [`Config::mode`].
 #[repr(u32)]
@@ -191,8 +210,8 @@ pub struct Config {
     /// Prefix length (48..=64) to which an IPv6 source is masked for the per-source limit
     /// ([`crate::flow::Flow::src_key`]); 0 reads as 64.
     pub src_prefix6: u8,
-    /// Test-only switches ([`Config::TEST_FAIL_META`]); no setting writes them, so they
-    /// are 0 in production. Live tests set them in the pinned map.
+    /// Test-only switches ([`Config::TEST_BENCH_NO_SOCKET`]); no setting writes them, so
+    /// they are 0 in production. Only `cargo xtask bench` sets them, in the pinned map.
     pub test_flags: u8,
     pub _pad: u8,
     /// TC sets the bits of `handoff_mask` in `skb->mark` to these on every ACK it hands to a
@@ -208,10 +227,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// [`Config::test_flags`] bit: XDP treats every metadata write as refused, as native
-    /// XDP on a driver without metadata support (hv_netvsc) does, so the daemon's fallback
-    /// to generic mode can be tested on veth, whose native mode supports metadata.
-    pub const TEST_FAIL_META: u8 = 1;
     /// [`Config::test_flags`] bits for `cargo xtask bench` only, each taking one lookup
     /// out of the SYN path to show its cost: the socket lookup reads as a plain-TCP
     /// listener, and the destination address as local.
@@ -550,23 +565,11 @@ counters! {
     /// unspecified, or IPv4-mapped/-compatible IPv6. Dropped while engaged, passed to the
     /// kernel (which drops most of these itself) while not.
     Reflection = "reflection",
-    /// TC: metadata in front of the packet that does not describe it (no synguard magic,
-    /// or another segment's sequence/acknowledgement numbers or ports); treated as none,
-    /// passed on without a hand-off.
-    TcMetaMismatch = "tc_meta_mismatch",
-    /// XDP: a valid cookie ACK whose metadata `bpf_xdp_adjust_meta` refused (native mode on
-    /// a driver without XDP metadata support, e.g. hv_netvsc); passed on without a hand-off.
-    /// The daemon then re-attaches XDP in generic mode and logs why.
-    MetaUnsupported = "meta_unsupported",
-    /// TC: a bare ACK (no SYN, RST or FIN) to a protected port, with no metadata in front
-    /// of it, that finds only a listener: a cookie ACK whose metadata was lost between XDP
-    /// and TC, or one XDP passed on purpose (not engaged: `ack_passed_unengaged`; the
-    /// kernel's cookie: `kernel_cookie_pass`). Above those two, metadata is being lost.
-    TcAckNoMeta = "tc_ack_no_meta",
-    /// XDP: a frame arrived with metadata in front of it that this run did not write (left
-    /// by a program before synguard, or by the sender of a redirected frame); cleared, so TC
-    /// never takes it for a hand-off. Counted besides the frame's reason.
-    ForeignMetaCleared = "foreign_meta_cleared",
+    /// TC: a bare ACK (no SYN, RST or FIN) to a protected port, with no `HANDOFF` entry,
+    /// that finds only a listener: a cookie ACK whose entry was lost between XDP and TC
+    /// (evicted), or one XDP passed on purpose (not engaged: `ack_passed_unengaged`; the
+    /// kernel's cookie: `kernel_cookie_pass`). Above those two, entries are being lost.
+    TcAckNoHandoff = "tc_ack_no_handoff",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -626,8 +629,9 @@ impl Counter {
             | Reflection => Class::Verdict(Drop),
             // The metadata channel between XDP and TC is part of the hand-off: a driver that
             // refuses it, an ACK that reaches TC without it, metadata XDP did not write.
-            ReqskAssigned | ReqskFailed | TcNoListener | TcSocketExists | TcMetaMismatch
-            | MetaUnsupported | TcAckNoMeta | ForeignMetaCleared => Class::Handoff,
+            ReqskAssigned | ReqskFailed | TcNoListener | TcSocketExists | TcAckNoHandoff => {
+                Class::Handoff
+            }
         }
     }
 }

@@ -52,14 +52,16 @@
 //!    socket of the flow's own can take our cookie, so no listener (`NoListener`), a
 //!    socket holding the 4-tuple (`ExistingSocket`) or an MPTCP listener (`MptcpListener`)
 //!    means `Pass`, and the kernel (with its own syncookies) answers. Otherwise the packet
-//!    becomes our SYN+ACK in place: `Tx { len }` (`CookieSent`). Any SYN payload (TFO
-//!    data) is cut off by `len`.
+//!    becomes our SYN+ACK in place: `Tx { len }` (`CookieSent`). The frame keeps its
+//!    length: bytes past `len` (a SYN payload such as TFO data, or what IP options and
+//!    extension headers left) are link-layer padding after the IP datagram, which every
+//!    receiver trims by the IP length, as it does for short frames.
 //! 7. ACK, RST, SYN+ACK: a socket of the flow's own (established, time-wait, request
 //!    socket): `Pass` (`EstablishedPass`); no listener, or an MPTCP one: `Pass`
 //!    (`NoListener`, `MptcpListener`), as for the SYN. Otherwise (only the listener) an
 //!    ACK must carry a valid cookie of a key slot XDP has minted with (`MINTED`, see
 //!    [`crate::maps::minted_mark`]): the ISN's MAC bits are checked first, and only on a
-//!    match are the ACK's options parsed for TSecr. Valid: `PassWithMeta`
+//!    match are the ACK's options parsed for TSecr. Valid: `HandOff`
 //!    (`CookieAckValid`), or a plain `Pass` in monitor mode, which never hands off. If
 //!    not, `Drop` (`CookieAckInvalid`; its options, parsed as for the SYN, are read only
 //!    behind a matching ISN) while cookies are engaged, `Pass` (`AckPassedUnengaged`) while they are not, so
@@ -75,29 +77,27 @@
 //! counted under its reason, and SYNs are never answered.
 //!
 //! Each frame is explained by exactly one reason ([`Decision::reason`]), which the glue
-//! counts after carrying out the verdict: if that fails (the trim of a `Tx` frame, the
-//! metadata of a `PassWithMeta`), it counts the failure (`Malformed`, `ReqskFailed`)
-//! instead. `PacketsSeen` and `SynSeen` are totals, counted here, not reasons.
+//! counts after carrying out the verdict; a `HANDOFF` entry the map refuses is counted as
+//! `ReqskFailed` instead of `CookieAckValid`. `PacketsSeen` and `SynSeen` are totals, counted here, not reasons.
 //!
 //! For the eBPF glue: everything here is `#[inline(always)]` except the TCP options step,
 //! which runs as a `bpf_loop` callback (kernel 5.17+, see [`crate::verifier::bounded_loop`]). The
-//! verifier refuses arithmetic on `data_end`, so trim a `Tx` frame with
-//! `bpf_xdp_adjust_tail(len - bpf_xdp_get_buff_len(ctx))`, not with `data_end - data`.
-//! Several shapes here and in the modules above (words instead of byte arrays,
+//! glue calls no helper that changes packet data (`bpf_xdp_adjust_tail`/`_meta`/`_head`):
+//! an extension program in a libxdp dispatcher must not, under stubs that do not
+//! (`synguard/tests/map_abi.rs` checks the built object). Several shapes here and in the modules above (words instead of byte arrays,
 //! branch-free arithmetic, the [`opaque`] length check) exist for the verifier or the 512-byte stack; their comments
 //! say which.
 
-use crate::cookie::{IsnMatch, MacPrefix};
+use crate::cookie::{Decoded, IsnMatch, MacPrefix};
 use crate::dissect::{Located, MAX_IP_LEN, Segment, dissect};
 use crate::flags::{self, FlagVerdict};
 use crate::flow::Flow;
-use crate::handoff::CookieMeta;
 use crate::maps::{Config, Counter, IfaceFacts, KeySlot, Mode, State, minted_mark};
 use crate::packet::Packet;
 use crate::synack;
 use crate::verifier::opaque;
 use crate::wire::tcp::{self, TcpHeader};
-use crate::wire::tcp_options;
+use crate::wire::tcp_options::{self, TcpOptions};
 
 /// Result of the allow/deny LPM lookups on the flow's source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +146,17 @@ pub trait Env {
     /// `l4`: whether the segment's ACK number is a cookie the kernel minted, within the
     /// kernel's own age limit. False if the headers are not in the packet.
     fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool;
+    /// Stores a validated cookie ACK's request-socket attributes
+    /// (`CookieMeta::new(key, d, opts, tcph)`) in `HANDOFF`, for TC, under the segment's
+    /// key (`HandoffKey::new(flow, tcph.seq, tcph.ack)`); false if the map refused it.
+    fn hand_off(
+        &mut self,
+        flow: &Flow,
+        key: &KeySlot,
+        d: &Decoded,
+        opts: &TcpOptions,
+        tcph: &TcpHeader,
+    ) -> bool;
     /// The ingress interface's entry in `IFACES` (its MAC, MTU, the kernel's ECN), if any.
     fn iface(&self) -> Option<IfaceFacts>;
     /// The flow's destination address is local to the host (`LOCAL_ADDRS`).
@@ -160,13 +171,14 @@ pub trait Env {
 pub enum Verdict {
     Pass,
     Drop,
-    /// The frame now holds our SYN+ACK, `len` bytes long (never longer than it was): trim
-    /// it to `len` and transmit it back out of the interface.
+    /// The frame now holds our SYN+ACK, `len` bytes long (never longer than the frame; the
+    /// rest is padding after the IP datagram): transmit it back out of the interface.
     Tx {
         len: usize,
     },
-    /// A cookie ACK: put this in the XDP metadata for the TC program, then pass.
-    PassWithMeta(CookieMeta),
+    /// A cookie ACK whose request-socket attributes are in `HANDOFF` ([`Env::hand_off`]),
+    /// for the TC program: pass.
+    HandOff,
 }
 
 /// A verdict and the one counter that explains it.
@@ -522,7 +534,12 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
         return pass(Counter::CookieAckValid);
     }
     Some((
-        Verdict::PassWithMeta(CookieMeta::new(&key, &d, &opts, &ctx.tcph)),
+        {
+            if !env.hand_off(&seg.flow, &key, &d, &opts, &ctx.tcph) {
+                return pass(Counter::ReqskFailed);
+            }
+            Verdict::HandOff
+        },
         Counter::CookieAckValid,
     ))
 }

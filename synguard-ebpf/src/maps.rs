@@ -10,10 +10,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
+use synguard_common::handoff::{CookieMeta, HandoffEntry, HandoffKey};
 use synguard_common::maps::{
-    COUNTER_COUNT, Config, Counter, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS, KeySlot, LIST_ENTRIES,
-    LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS, SRC_RATE_ENTRIES,
-    SrcKey, State, TokenBucket,
+    COUNTER_COUNT, Config, Counter, HANDOFF_ENTRIES, IFACE_ENTRIES, IfaceFacts, KEY_SLOTS, KeySlot,
+    LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey, MINTED_SLOTS, PORT_WORDS,
+    SRC_RATE_ENTRIES, SrcKey, State, TokenBucket,
 };
 
 #[map]
@@ -46,6 +47,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
 pub static LOCAL_ADDRS: HashMap<LocalAddrKey, u8> = HashMap::pinned(LOCAL_ADDR_ENTRIES, 0);
 #[map]
 pub static IFACES: HashMap<u32, IfaceFacts> = HashMap::pinned(IFACE_ENTRIES, 0);
+#[map]
+pub static HANDOFF: LruHashMap<HandoffKey, CookieMeta> = LruHashMap::pinned(HANDOFF_ENTRIES, 0);
+/// XDP's scratch slot for a `HANDOFF` entry (see `xdp::XdpEnv::hand_off`).
+#[map]
+pub static HANDOFF_SCRATCH: PerCpuArray<HandoffEntry> = PerCpuArray::pinned(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -1,5 +1,5 @@
-//! The TC ingress side: a cookie ACK that XDP validated becomes a request socket on the
-//! listener through the kfunc `bpf_sk_assign_tcp_reqsk` (Linux >= 6.9). The kernel's
+//! The TC ingress side: a cookie ACK that XDP validated (and left in `HANDOFF`) becomes a
+//! request socket on the listener through the kfunc `bpf_sk_assign_tcp_reqsk` (Linux >= 6.9). The kernel's
 //! cookie path then builds the full socket, and the listener's accept() returns it.
 //!
 //! Every path returns [`NEXT`]: synguard never makes the final TC decision, so the rest of
@@ -17,14 +17,15 @@ use aya_ebpf::{
 use synguard_common::{
     dissect::Segment,
     flags,
-    handoff::{CookieMeta, TcpReqAttrs},
+    flow::Flow,
+    handoff::{CookieMeta, HandoffKey, TcpReqAttrs},
     maps::{Counter, port_bit},
-    packet::{Packet, RawPacket},
+    packet::RawPacket,
     wire::tcp::TcpHeader,
 };
 
 use crate::{
-    maps::{CONFIG, PORTS, count},
+    maps::{CONFIG, HANDOFF, PORTS, count},
     sock::{SockRef, TCP_LISTEN},
 };
 
@@ -44,17 +45,11 @@ unsafe extern "C" {
 /// and pass the packet on if there is none. `TC_ACT_OK` would end the chain here.
 const NEXT: i32 = TC_ACT_UNSPEC;
 
-/// Counts `TcAckNoMeta`: a bare ACK to a protected port that arrives without metadata and
+/// Counts `TcAckNoHandoff`: a bare ACK to a protected port with no `HANDOFF` entry that
 /// finds only a listener, the ACK a cookie hand-off is for. Established flows stop at the
 /// socket lookup, other traffic at the header checks.
 #[inline(always)]
-fn count_ack_without_meta(skb: *mut c_void, pkt: &RawPacket) {
-    let Some(seg) = Segment::locate(pkt) else {
-        return;
-    };
-    let Some(tcph) = TcpHeader::parse(pkt, seg.l4) else {
-        return;
-    };
+fn count_ack_without_handoff(skb: *mut c_void, flow: &Flow, tcph: &TcpHeader) {
     if tcph.flags & (flags::ACK | flags::SYN | flags::RST | flags::FIN) != flags::ACK {
         return;
     }
@@ -62,8 +57,8 @@ fn count_ack_without_meta(skb: *mut c_void, pkt: &RawPacket) {
     if !PORTS.get(word).is_some_and(|w| w & bit != 0) {
         return;
     }
-    if SockRef::lookup(skb, &seg.flow).is_some_and(|sk| sk.state() == TCP_LISTEN) {
-        count(Counter::TcAckNoMeta);
+    if SockRef::lookup(skb, flow).is_some_and(|sk| sk.state() == TCP_LISTEN) {
+        count(Counter::TcAckNoHandoff);
     }
 }
 
@@ -72,39 +67,32 @@ pub fn run(ctx: &TcContext) -> i32 {
     let skb = ctx.as_ptr();
     // SAFETY: skb is the __sk_buff the kernel handed this program, valid to read for the
     // whole run.
-    let (meta_start, data, data_end) = unsafe {
+    let (data, data_end) = unsafe {
         let s = &*(skb as *const __sk_buff);
-        (s.data_meta as usize, s.data as usize, s.data_end as usize)
+        (s.data as usize, s.data_end as usize)
     };
-    // SAFETY: data_meta..data is the metadata window, readable for the whole run (empty
-    // when XDP wrote none, and then every load fails its bounds check).
-    let area = unsafe { RawPacket::new(meta_start, data) };
     // SAFETY: data..data_end is the packet, readable for the whole run; nothing here
-    // changes its layout.
+    // changes its layout. The metadata area in front of it is never read: whatever is
+    // there was not necessarily written by synguard.
     let pkt = unsafe { RawPacket::new(data, data_end) };
-    if data.wrapping_sub(meta_start) < CookieMeta::LEN {
-        count_ack_without_meta(skb, &pkt);
-        return NEXT;
-    }
-    // The segment first, the metadata after: the dissector's stack frame and the
-    // metadata's bytes are then never live together (the BPF stack is 512 bytes).
     let Some(seg) = Segment::locate(&pkt) else {
-        count(Counter::TcMetaMismatch);
         return NEXT;
     };
     let flow = seg.flow;
     let Some(tcph) = TcpHeader::parse(&pkt, seg.l4) else {
-        count(Counter::TcMetaMismatch);
         return NEXT;
     };
-    let Some(bytes) = area.load::<{ CookieMeta::LEN }>(0) else {
+    let key = HandoffKey::new(&flow, tcph.seq, tcph.ack);
+    // SAFETY: a plain-data map value, copied out before anything can change it.
+    let Some(meta) = (unsafe { HANDOFF.get(&key) }).copied() else {
+        count_ack_without_handoff(skb, &flow, &tcph);
         return NEXT;
     };
-    let meta = CookieMeta::from_bytes(bytes);
-    // The metadata counts only for the segment it was written for: XDP clears what it did
-    // not write, and this binds what it did write to this very ACK.
+    // Taken once: a retransmitted ACK is validated (and stored) by XDP again.
+    let _ = HANDOFF.remove(&key);
     if !meta.describes(tcph.seq, tcph.ack, tcph.src_port, tcph.dst_port) {
-        count(Counter::TcMetaMismatch);
+        // Only XDP writes the map, under this very key: a torn entry, not another segment's.
+        count(Counter::ReqskFailed);
         return NEXT;
     }
     let Some(sk) = SockRef::lookup(skb, &flow) else {

@@ -1,46 +1,54 @@
 //! The XDP side: map and helper access for `synguard_common::pipeline::process`, and
 //! turning its verdict into an XDP action. The one place a frame's reason is counted.
+//!
+//! No helper here changes packet data (no `bpf_xdp_adjust_*`): a SYN+ACK keeps the SYN's
+//! frame length, the rest being padding after its IP datagram, and a cookie ACK reaches
+//! TC through the `HANDOFF` map. So the program can be an extension program under any
+//! libxdp dispatcher's stubs; `synguard/tests/map_abi.rs` checks the built object for it.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     helpers::{
         bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
-        bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use synguard_common::{
+    cookie::Decoded,
     flow::Flow,
-    handoff::CookieMeta,
     maps::{
         Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
         State, TokenBucket, port_bit,
     },
-    packet::{Packet, RawPacket},
+    packet::RawPacket,
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
     verifier::opaque,
-    wire::{ipv4, ipv6, tcp},
+    wire::{ipv4, ipv6, tcp, tcp::TcpHeader, tcp_options::TcpOptions},
 };
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS,
-        SRC_RATE, STATE, SYNACK_BUCKET, count,
+        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, HANDOFF, HANDOFF_SCRATCH, IFACES, KEYS, LIST_FLAGS,
+        LOCAL_ADDRS, MINTED, PORTS, SRC_RATE, STATE, SYNACK_BUCKET, count,
     },
     sock::{SockRef, TCP_LISTEN},
 };
 
 struct XdpEnv<'a> {
     ctx: &'a XdpContext,
-    config: Config,
+    /// The map value itself, not a copy: a copy would take 60 bytes of the pipeline's
+    /// 512-byte stack. A live `synguard set` may land while a frame is being decided, so
+    /// one frame can see old and new settings mixed, as it could with a copy taken while
+    /// the controller writes.
+    config: &'a Config,
 }
 
 impl Env for XdpEnv<'_> {
     #[inline(always)]
     fn config(&self) -> Config {
-        self.config
+        *self.config
     }
 
     #[inline(always)]
@@ -189,6 +197,36 @@ impl Env for XdpEnv<'_> {
     }
 
     #[inline(always)]
+    fn hand_off(
+        &mut self,
+        flow: &Flow,
+        key: &KeySlot,
+        d: &Decoded,
+        opts: &TcpOptions,
+        tcph: &TcpHeader,
+    ) -> bool {
+        // Key and value are built in a per-CPU scratch slot: on the stack they would not
+        // fit beside the pipeline's frame (512 bytes).
+        let Some(e) = HANDOFF_SCRATCH.get_ptr_mut(0) else {
+            return false;
+        };
+        // SAFETY: this CPU's scratch slot, which nothing else touches while XDP runs here
+        // (not preempted); written field by field, then only read by the insert.
+        unsafe {
+            let k = &mut (*e).key;
+            k.src = flow.src.0;
+            k.dst = flow.dst.0;
+            k.seq = tcph.seq;
+            k.ack = tcph.ack;
+            k.src_port = flow.src_port;
+            k.dst_port = flow.dst_port;
+            k.v6 = flow.is_v6() as u32;
+            (*e).meta.fill(key, d, opts, tcph);
+            HANDOFF.insert(&(*e).key, &(*e).meta, 0).is_ok()
+        }
+    }
+
+    #[inline(always)]
     fn iface(&self) -> Option<IfaceFacts> {
         // SAFETY: the xdp_md the kernel handed this program.
         let ifindex = unsafe { (*self.ctx.ctx).ingress_ifindex };
@@ -223,77 +261,22 @@ impl Env for XdpEnv<'_> {
 
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    clear_foreign_meta(ctx);
-    let Some(config) = CONFIG.get(0).copied() else {
+    let Some(config) = CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
     let mut env = XdpEnv { ctx, config };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
-    let config = env.config;
     let (action, reason) = match verdict {
         Verdict::Pass => (xdp_action::XDP_PASS, reason),
         Verdict::Drop => (xdp_action::XDP_DROP, reason),
-        Verdict::Tx { len } => {
-            // The frame length comes from the helper: the verifier refuses arithmetic on
-            // data_end.
-            // SAFETY: bpf_xdp_get_buff_len only reads the context the kernel handed us.
-            let delta = len as i64 - unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i64;
-            // SAFETY: shrinking only (len <= old length); no packet pointer is used after.
-            if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-                (xdp_action::XDP_DROP, Some(Counter::Malformed))
-            } else {
-                (xdp_action::XDP_TX, reason)
-            }
-        }
-        Verdict::PassWithMeta(meta) => (
-            xdp_action::XDP_PASS,
-            hand_off(ctx, &config, &meta).or(reason),
-        ),
+        // The frame keeps its length: what follows the SYN+ACK's IP datagram is padding.
+        Verdict::Tx { .. } => (xdp_action::XDP_TX, reason),
+        Verdict::HandOff => (xdp_action::XDP_PASS, reason),
     };
     if let Some(c) = reason {
         count(c);
     }
     action
-}
-
-/// Removes a metadata area that is already in front of the packet (left by a program that
-/// ran before us, or by the sender of a redirected frame), so that the only metadata TC
-/// can see is what [`hand_off`] writes in this run. The packet pointers are read afresh
-/// after the call, as the helper invalidates them.
-#[inline(always)]
-fn clear_foreign_meta(ctx: &XdpContext) {
-    let len = ctx.data().wrapping_sub(ctx.metadata());
-    // The kernel caps the area at 32 bytes; the bound also gives the verifier a range.
-    if len == 0 || len > 32 {
-        return;
-    }
-    // SAFETY: shrinks the metadata area by its own size, to empty; no packet pointer from
-    // before the call is used after it. On failure the area stays, and TC still takes it
-    // only for the segment it describes.
-    unsafe { bpf_xdp_adjust_meta(ctx.ctx, len as i32) };
-    count(Counter::ForeignMetaCleared);
-}
-
-/// Puts `meta` in the metadata area in front of the packet for TC; on failure, the
-/// reason to count instead of the verdict's.
-#[inline(always)]
-fn hand_off(ctx: &XdpContext, config: &Config, meta: &CookieMeta) -> Option<Counter> {
-    // Refused by drivers without XDP metadata support (native mode only); the daemon
-    // falls back to generic mode when this counter moves.
-    if config.test_flags & Config::TEST_FAIL_META != 0 {
-        return Some(Counter::MetaUnsupported);
-    }
-    // SAFETY: grows the metadata area in front of the packet; checked below, and no
-    // packet pointer from before the call is used after it.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(CookieMeta::LEN as i32)) } != 0 {
-        return Some(Counter::MetaUnsupported);
-    }
-    // SAFETY: the new metadata..data window, as the kernel just laid it out.
-    let mut area = unsafe { RawPacket::new(ctx.metadata(), ctx.data()) };
-    match area.store(0, meta.to_bytes()) {
-        Some(()) => None,
-        None => Some(Counter::ReqskFailed),
-    }
 }

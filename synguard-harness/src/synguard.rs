@@ -304,7 +304,7 @@ pub fn engaged(iface: &str) -> Result<bool> {
     Ok(state.get(&0, 0)?.engaged != 0)
 }
 
-/// Sets `Config::test_flags` (e.g. `Config::TEST_FAIL_META`) of the instance on `iface`
+/// Sets `Config::test_flags` (e.g. `Config::TEST_BENCH_NO_SOCKET`) of the instance on `iface`
 /// in its pinned `CONFIG`: the test-only switches no setting writes.
 pub fn set_test_flags(iface: &str, flags: u8) -> Result<()> {
     let path = pin_dir(iface).join(names::CONFIG);

@@ -166,6 +166,10 @@ pub enum Existing {
     None,
     /// Both links pinned and attached to this interface: a restart can swap the programs in.
     Live { xdp: LinkStat, tc: LinkStat },
+    /// Only the TC link is pinned, attached here: a previous run in a dispatcher (whose XDP
+    /// program is the dispatcher's, not a link of synguard's). A restart joins the
+    /// dispatcher again and swaps the TC program in.
+    Dispatcher { tc: LinkStat },
     /// Some link pin exists but is not attached here any more (its interface went away, or
     /// only one of the two was pinned).
     Stale,
@@ -182,6 +186,9 @@ pub fn existing_links(dir: &Path, ifindex: u32) -> Result<Existing> {
                 && t.ifindex == ifindex =>
         {
             Existing::Live { xdp: x, tc: t }
+        }
+        (None, Some(t)) if t.link_type == Some(LinkType::Tcx) && t.ifindex == ifindex => {
+            Existing::Dispatcher { tc: t }
         }
         _ => Existing::Stale,
     })
@@ -233,7 +240,8 @@ fn tc_prog(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
 }
 
 /// Attaches the XDP program through a dispatcher (joining the one on `ifindex`, or creating
-/// one in `choice`'s mode) and TC ingress, pinning the TC link in `dir`. `ebpf` was loaded
+/// one in `choice`'s mode) and TC ingress, pinning the TC link in `dir` (or, when a
+/// previous run in a dispatcher left it pinned, swapping the program into it). `ebpf` was loaded
 /// with `shared`. Returns the XDP mode the dispatcher runs in and why.
 pub fn attach_shared(
     ebpf: &mut Ebpf,
@@ -269,16 +277,31 @@ pub fn attach_shared(
     };
     let tc = tc_prog(ebpf)?;
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
-    let attached = tc
-        .attach(ifname.as_c_str(), TcAttachType::Ingress)
-        .with_context(|| format!("attaching TC ingress to {iface}"))
-        .and_then(|id| {
-            let link: FdLink = tc
-                .take_link(id)?
-                .try_into()
-                .context("TC link is not an fd link (kernel without TCX?)")?;
-            link.pin(tc_pin).context("pinning the TC link")
-        });
+    let attached = if tc_pin.exists() {
+        // A restart: the previous run's TC link stays, with the new program swapped in, so
+        // cookie ACKs are handed off throughout.
+        PinnedLink::from_pin(&tc_pin)
+            .context("opening the pinned TC link")
+            .and_then(|fd| {
+                let fd: FdLink = fd.into();
+                let id = tc
+                    .attach_to_link(SchedClassifierLink::try_from(fd).context("pinned TC link")?)
+                    .context("replacing the program in the pinned TC link")?;
+                drop(tc.take_link(id)?);
+                Ok(())
+            })
+    } else {
+        tc.attach(ifname.as_c_str(), TcAttachType::Ingress)
+            .with_context(|| format!("attaching TC ingress to {iface}"))
+            .and_then(|id| {
+                let link: FdLink = tc
+                    .take_link(id)?
+                    .try_into()
+                    .context("TC link is not an fd link (kernel without TCX?)")?;
+                link.pin(&tc_pin).context("pinning the TC link")?;
+                Ok(())
+            })
+    };
     if let Err(e) = attached {
         let _ = crate::xdp_dispatcher::leave(ifindex);
         return Err(e);
@@ -375,31 +398,6 @@ pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
         .attach_to_link(SchedClassifierLink::try_from(fd).context("pinned TC link")?)
         .context("replacing the program in the pinned TC link")?;
     drop(tc.take_link(id)?);
-    state_dir::restrict(dir)?;
-    Ok(())
-}
-
-/// Moves the XDP program of the run in `dir` to `mode`: a fresh copy of it (with the pinned
-/// maps) goes into a new link, pinned where the old one was. A link cannot change mode and
-/// native and generic XDP cannot be active together, so the old link goes first: for that
-/// moment frames reach the kernel without synguard, whose own syncookies still protect it.
-pub fn reattach_xdp(dir: &Path, iface: &IfaceName, mode: XdpMode) -> Result<()> {
-    let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
-    let [xdp_pin, _] = state_dir::link_pins(dir);
-    let mut ebpf = load(dir, false)?;
-    let xdp = xdp_prog(&mut ebpf)?;
-    xdp.load().context("verifier rejected the XDP program")?;
-    let old = PinnedLink::from_pin(&xdp_pin).context("opening the pinned XDP link")?;
-    // Unpinning drops the last reference once the returned FdLink goes out of scope.
-    drop(old.unpin().context("unpinning the XDP link")?);
-    let id = xdp
-        .attach(ifname.as_c_str(), mode.aya())
-        .with_context(|| format!("attaching XDP to {iface} in {mode} mode"))?;
-    let link: FdLink = xdp
-        .take_link(id)?
-        .try_into()
-        .context("XDP link is not an fd link (kernel without XDP bpf_link?)")?;
-    link.pin(xdp_pin).context("pinning the XDP link")?;
     state_dir::restrict(dir)?;
     Ok(())
 }

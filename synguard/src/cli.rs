@@ -183,9 +183,11 @@ fn parse_xdp_attach(s: &str) -> Result<XdpAttach, String> {
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct RunArgs {
-    /// Interface to protect (or `iface` in the config file).
+    /// Interface to protect; repeat it for several (or `iface`/`interfaces` in the config
+    /// file). One daemon serves them all with one key ring, so a SYN answered on one may
+    /// have its ACK arrive on another.
     #[arg(long)]
-    pub iface: Option<IfaceName>,
+    pub iface: Vec<IfaceName>,
     /// TOML file with any of these settings, `allow`/`deny` lists and `interfaces`; flags
     /// override it. Unknown keys are errors. SIGHUP reloads it. [default:
     /// /etc/synguard/synguard.toml, if it exists]
@@ -237,27 +239,44 @@ impl RunArgs {
     }
 
     pub fn resolve_service(&self, sc: ServiceConfig) -> Result<RunOpts> {
-        let iface = sc.iface()?;
+        let interfaces = sc.interfaces()?;
         let mut file = sc.file;
-        file.iface = iface;
-        let mut o = self.resolve_with(file)?;
+        file.iface = None;
+        let mut o = self.resolve_from(file, interfaces.unwrap_or_default())?;
         o.config_path = sc.path;
         o.allow = sc.allow;
         o.deny = sc.deny;
         Ok(o)
     }
 
+    #[cfg(test)]
     pub fn resolve_with(&self, file: FileConfig) -> Result<RunOpts> {
+        let ifaces = file.iface.iter().cloned().collect();
+        self.resolve_from(file, ifaces)
+    }
+
+    /// Resolves with the file's interfaces given apart (`interfaces =
+    /// [...]`); the `--iface` flags replace them.
+    fn resolve_from(&self, file: FileConfig, file_ifaces: Vec<IfaceName>) -> Result<RunOpts> {
         let mut t = Tunables::default();
         for s in file.settings.iter().chain(self.settings.iter()) {
             t.apply(s);
         }
         t.validate().map_err(anyhow::Error::msg)?;
-        let iface = self
-            .iface
-            .clone()
-            .or(file.iface)
-            .context("--iface is required (or `iface = \"...\"` in the config file)")?;
+        let ifaces = if self.iface.is_empty() {
+            file_ifaces
+        } else {
+            self.iface.clone()
+        };
+        for (i, n) in ifaces.iter().enumerate() {
+            if ifaces[..i].contains(n) {
+                anyhow::bail!("--iface {n} is given twice");
+            }
+        }
+        let (iface, also) = ifaces.split_first().context(
+            "--iface is required (or `iface = \"...\"` / `interfaces = [...]` in the config file)",
+        )?;
+        let (iface, also) = (iface.clone(), also.to_vec());
         let metrics = match (self.metrics, file.metrics) {
             (Some(m), _) => m.0,
             (None, Some(m)) => m,
@@ -267,6 +286,7 @@ impl RunArgs {
         };
         Ok(RunOpts {
             iface,
+            also,
             tunables: t,
             metrics,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpRequest::Auto),
@@ -321,6 +341,28 @@ mod tests {
         assert_eq!(o.xdp_mode, XdpRequest::Auto);
         assert_eq!(o.rotation, Duration::from_secs(60));
         assert!(!o.keep_attached);
+    }
+
+    #[test]
+    fn one_daemon_takes_several_interfaces_from_flags_or_the_file() {
+        let o = run_args(&["run", "--iface", "eth0", "--iface", "eth1"])
+            .resolve()
+            .unwrap();
+        assert_eq!((o.iface.as_str(), o.also.len()), ("eth0", 1));
+        assert_eq!(o.also[0].as_str(), "eth1");
+        let e = run_args(&["run", "--iface", "eth0", "--iface", "eth0"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let sc = ServiceConfig::parse("interfaces = [\"a\", \"b\", \"c\"]").unwrap();
+        let o = run_args(&["run"]).resolve_service(sc.clone()).unwrap();
+        let all: Vec<&str> = o.ifaces().map(IfaceName::as_str).collect();
+        assert_eq!(all, ["a", "b", "c"]);
+        // Flags replace the file's list, as for every other setting.
+        let o = run_args(&["run", "--iface", "z"])
+            .resolve_service(sc)
+            .unwrap();
+        assert_eq!((o.iface.as_str(), o.also.len()), ("z", 0));
     }
 
     #[test]

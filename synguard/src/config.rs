@@ -97,19 +97,16 @@ impl ServiceConfig {
         })
     }
 
-    /// The one interface this file names, if any.
-    pub fn iface(&self) -> Result<Option<IfaceName>> {
+    /// The interfaces this file names (`iface`, or `interfaces`), if any: one daemon serves
+    /// them all, the first holding the maps they share.
+    pub fn interfaces(&self) -> Result<Option<Vec<IfaceName>>> {
         match (&self.file.iface, &self.interfaces) {
-            (Some(i), _) => Ok(Some(i.clone())),
+            (Some(i), _) => Ok(Some(vec![i.clone()])),
             (None, None) => Ok(None),
-            (None, Some(v)) => match v.as_slice() {
-                [] => bail!("interfaces = []: name at least one interface"),
-                [one] => Ok(Some(one.clone())),
-                more => bail!(
-                    "interfaces = {more:?}: one daemon protects one interface in this version; \
-                     run one instance per interface (synguard@IFACE.service)"
-                ),
-            },
+            (None, Some(v)) if v.is_empty() => {
+                bail!("interfaces = []: name at least one interface")
+            }
+            (None, Some(v)) => Ok(Some(v.clone())),
         }
     }
 
@@ -215,13 +212,13 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.iface().unwrap().unwrap().as_str(), "eth0");
+        assert_eq!(c.interfaces().unwrap().unwrap()[0].as_str(), "eth0");
         let allow: Vec<String> = c.allow.unwrap().iter().map(|n| n.to_string()).collect();
         assert_eq!(allow, ["192.0.2.7/32", "2001:db8::/32"]);
         assert_eq!(c.deny, Some(vec![]));
         assert_eq!(c.file.settings.len(), 1);
         let c = ServiceConfig::parse("mode = \"always\"").unwrap();
-        assert!(c.allow.is_none() && c.deny.is_none() && c.iface().unwrap().is_none());
+        assert!(c.allow.is_none() && c.deny.is_none() && c.interfaces().unwrap().is_none());
     }
 
     #[test]
@@ -241,11 +238,20 @@ mod tests {
             assert!(e.contains(needle), "{bad:?}: {e}");
         }
         let many = ServiceConfig::parse("interfaces = [\"a\", \"b\"]").unwrap();
+        let names: Vec<String> = many
+            .interfaces()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        let e = ServiceConfig::parse("interfaces = []").unwrap();
         assert!(
-            many.iface()
+            e.interfaces()
                 .unwrap_err()
                 .to_string()
-                .contains("one interface")
+                .contains("at least one")
         );
         let big: Vec<String> = (0..=LIST_ENTRIES)
             .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))

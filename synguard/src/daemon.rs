@@ -40,7 +40,11 @@ use crate::{
 /// Everything `run` needs, validated.
 #[derive(Clone, Debug)]
 pub struct RunOpts {
+    /// The first interface: the maps its daemon shares across interfaces live in its pin
+    /// directory.
     pub iface: IfaceName,
+    /// The other interfaces this daemon serves, with the same maps but their own counters.
+    pub also: Vec<IfaceName>,
     pub tunables: Tunables,
     pub metrics: Option<SocketAddr>,
     pub xdp_mode: XdpRequest,
@@ -62,6 +66,11 @@ pub struct RunOpts {
 }
 
 impl RunOpts {
+    /// Every interface this daemon serves, the first one first.
+    pub fn ifaces(&self) -> impl Iterator<Item = &IfaceName> {
+        std::iter::once(&self.iface).chain(&self.also)
+    }
+
     pub fn list(&self, l: List) -> Option<&[IpNet]> {
         match l {
             List::Allow => self.allow.as_deref(),
@@ -90,24 +99,146 @@ fn take(ebpf: &mut aya::Ebpf, name: &str) -> Result<Map> {
         .with_context(|| format!("map {name} missing from object"))
 }
 
-struct Attached {
-    ring: keys::KeyRing,
-    config: Array<MapData, Config>,
+/// One interface the daemon serves.
+struct Member {
+    iface: IfaceName,
+    ifindex: u32,
+    dir: PathBuf,
+    _lock: state_dir::DaemonLock,
     counters: PerCpuArray<MapData, u64>,
     /// `None` when a takeover cannot tell the pinned link's mode.
     mode: Option<XdpMode>,
     reason: String,
+    /// Whether this run attached it (false: it took over a previous run's links).
+    fresh: bool,
+    /// Native XDP on a veth only transmits while the peer keeps a native XDP program.
+    watch_peer: bool,
+    peer_ok: bool,
+}
+
+impl Member {
+    fn served(&self) -> metrics::Served {
+        metrics::Served {
+            iface: self.iface.to_string(),
+            dir: self.dir.clone(),
+            xdp_mode: self.mode,
+        }
+    }
+}
+
+struct Attached {
+    ring: keys::KeyRing,
+    config: Array<MapData, Config>,
     key_rotated_unix: u64,
     /// The shared secret(s) with `--key-file`.
     secrets: Option<keys::SecretSchedule>,
+    /// `members[0]` is [`RunOpts::iface`]: the maps the interfaces share are pinned in its
+    /// directory, and every other member pins the same maps in its own
+    /// ([`names::PER_IFACE`] excepted).
+    members: Vec<Member>,
+}
+
+impl Attached {
+    fn served(&self) -> Vec<metrics::Served> {
+        self.members.iter().map(Member::served).collect()
+    }
+
+    /// Sum of a counter over every interface.
+    fn counter(&self, c: Counter) -> Result<u64> {
+        self.members.iter().try_fold(0u64, |sum, m| {
+            Ok(sum.saturating_add(pinned_maps::read_counter(&m.counters, c)?))
+        })
+    }
+
+    fn names(&self) -> String {
+        let v: Vec<&str> = self.members.iter().map(|m| m.iface.as_str()).collect();
+        v.join(", ")
+    }
+}
+
+/// Records each member's run state: shared key schedule, its own XDP mode.
+fn store_run_state(rs: &RunState, att: &Attached) {
+    for m in &att.members {
+        let r = RunState {
+            xdp_mode: m.mode,
+            xdp_reason: m.reason.clone(),
+            ..rs.clone()
+        };
+        if let Err(e) = r.store(&m.iface) {
+            warn!("{}: cannot record run state: {e:#}", m.iface);
+        }
+    }
+}
+
+/// An interface's pin directory, created and locked, before anything is loaded.
+struct Claim {
+    iface: IfaceName,
+    ifindex: u32,
+    dir: PathBuf,
+    dir_existed: bool,
+    lock: state_dir::DaemonLock,
+    /// Its links are pinned and attached (a previous run's): take them over.
+    live: bool,
+    /// Only its TC link is pinned and attached: a previous run in a dispatcher, whose TC
+    /// link takes the new program in place.
+    tc_pinned: bool,
+}
+
+impl Claim {
+    fn new(iface: &IfaceName, ifindex: u32) -> Result<Claim> {
+        let dir_existed = state_dir::dir(iface).is_dir();
+        let dir = state_dir::ensure_dir(iface)?;
+        let lock = state_dir::lock(&dir, iface)?;
+        let existing = attach::existing_links(&dir, ifindex)?;
+        if existing == Existing::Stale {
+            warn!(
+                "{iface}: removing stale link pins in {} (not attached to this interface any more)",
+                dir.display()
+            );
+            attach::remove_link_pins(&dir)?;
+        }
+        Ok(Claim {
+            iface: iface.clone(),
+            ifindex,
+            dir,
+            dir_existed,
+            lock,
+            live: matches!(existing, Existing::Live { .. }),
+            tc_pinned: matches!(existing, Existing::Dispatcher { .. }),
+        })
+    }
+
+    /// After a failed setup: leaves nothing half-attached, and drops the pin directory if
+    /// this run made it. A taken-over interface stays as the previous run left it.
+    fn undo(&self) {
+        if !self.live && !self.tc_pinned {
+            let _ = attach::remove_link_pins(&self.dir);
+            if !self.dir_existed {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+    }
+}
+
+/// Detaches what this run attached fresh, after a later step of the start failed.
+fn undo_members(members: &[Member]) {
+    for m in members.iter().filter(|m| m.fresh) {
+        if let Err(e) = attach::detach(&m.dir, Some(m.ifindex)) {
+            warn!("{}: detaching after the failed start: {e:#}", m.iface);
+        }
+    }
 }
 
 pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     // Everything that can be checked is checked before anything is created or written.
     o.tunables.validate().map_err(anyhow::Error::msg)?;
     require_capabilities()?;
-    let ifindex = iface::ifindex(&o.iface)?;
-    iface::require_ethernet(&o.iface, ifindex)?;
+    let mut ifindexes = Vec::new();
+    for name in o.ifaces() {
+        let ifindex = iface::ifindex(name)?;
+        iface::require_ethernet(name, ifindex)?;
+        ifindexes.push(ifindex);
+    }
     check::require_kernel()?;
     require_sysctls(o.fix_sysctls)?;
     let secrets = match &o.key_file {
@@ -125,33 +256,31 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         None => None,
     };
 
-    let dir_existed = state_dir::dir(&o.iface).is_dir();
-    let dir = state_dir::ensure_dir(&o.iface)?;
-    let _lock = state_dir::lock(&dir, &o.iface)?;
-    let existing = attach::existing_links(&dir, ifindex)?;
-    if existing == Existing::Stale {
-        warn!(
-            "{}: removing stale link pins in {} (not attached to this interface any more)",
-            o.iface,
-            dir.display()
-        );
-        attach::remove_link_pins(&dir)?;
-    }
-    let live = matches!(existing, Existing::Live { .. });
-
-    let mut att = match setup(&o, &dir, ifindex, ncpus, live, secrets) {
-        Ok(a) => a,
-        Err(e) => {
-            if !live {
-                // Leave nothing half-attached; drop the pin directory if we made it.
-                let _ = attach::remove_link_pins(&dir);
-                if !dir_existed {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
+    let first = Claim::new(&o.iface, ifindexes[0])?;
+    let (ring, config, key_rotated_unix, (counters, mode, reason)) =
+        match setup(&o, &first, ncpus, secrets.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                first.undo();
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
+    let mut att = Attached {
+        ring,
+        config,
+        key_rotated_unix,
+        secrets,
+        members: vec![Member::new(first, counters, mode, reason)],
     };
+    for (name, &ifindex) in o.also.iter().zip(&ifindexes[1..]) {
+        match join(&o, &att.members[0].dir, name, ifindex) {
+            Ok(m) => att.members.push(m),
+            Err(e) => {
+                undo_members(&att.members);
+                return Err(e);
+            }
+        }
+    }
 
     let mut rs = RunState {
         pid: std::process::id(),
@@ -159,15 +288,13 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         key_rotated_unix: att.key_rotated_unix,
         key_epoch: att.ring.active()?.epoch,
         rotation_secs: o.rotation.as_secs(),
-        xdp_mode: att.mode,
-        xdp_reason: att.reason.clone(),
+        xdp_mode: att.members[0].mode,
+        xdp_reason: att.members[0].reason.clone(),
         config: o.config_path.clone(),
         pid_ns: state_dir::pid_ns(),
         key_file: o.key_file.clone(),
     };
-    if let Err(e) = rs.store(&o.iface) {
-        warn!("cannot record run state: {e:#}");
-    }
+    store_run_state(&rs, &att);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,7 +303,6 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     let result = rt.block_on(event_loop(
         args,
         &mut o,
-        &dir,
         &mut att,
         &mut rs,
         metrics_listener,
@@ -186,22 +312,28 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         _ if o.keep_attached => "--keep-attached",
         _ => "",
     };
+    let names = att.names();
     if !how.is_empty() {
-        service::stopping(&format!("exiting; {} stays protected", o.iface));
-        info!(
-            "leaving synguard attached to {} ({}): programs, keys, counters and lists stay in \
-             {}; start `synguard run` again to take over, or `synguard detach` to remove",
-            o.iface,
-            how,
-            dir.display()
-        );
-    } else {
-        service::stopping(&format!("detaching from {}", o.iface));
-        info!("detaching from {}", o.iface);
-        if dir.is_dir() {
-            attach::detach(&dir, Some(ifindex))?;
+        service::stopping(&format!("exiting; {names} stays protected"));
+        for m in &att.members {
+            info!(
+                "leaving synguard attached to {} ({}): programs, keys, counters and lists stay \
+                 in {}; start `synguard run` again to take over, or `synguard detach` to remove",
+                m.iface,
+                how,
+                m.dir.display()
+            );
         }
-        RunState::remove(&o.iface);
+    } else {
+        service::stopping(&format!("detaching from {names}"));
+        // The first interface last: the others' pins of the shared maps go first.
+        for m in att.members.iter().rev() {
+            info!("detaching from {}", m.iface);
+            if m.dir.is_dir() {
+                attach::detach(&m.dir, Some(m.ifindex))?;
+            }
+            RunState::remove(&m.iface);
+        }
     }
     result.map(|_| ())
 }
@@ -295,75 +427,30 @@ fn require_sysctls(fix: bool) -> Result<()> {
     Ok(())
 }
 
-/// Loads, writes the settings, sets up keys and attaches (or replaces).
+/// What one attach step leaves: the interface's counters, and its XDP mode with the reason.
+type Attach = (PerCpuArray<MapData, u64>, Option<XdpMode>, String);
+
+/// The first interface: loads (creating or reusing the maps in its pin directory), writes
+/// the settings, lists and keys, and attaches (or takes over).
 fn setup(
     o: &RunOpts,
-    dir: &Path,
-    ifindex: u32,
+    c: &Claim,
     ncpus: u32,
-    live: bool,
-    secrets: Option<keys::SecretSchedule>,
-) -> Result<Attached> {
-    // Through a dispatcher (sharing the hook), when asked to or when one is already there.
-    let shared = !live
-        && match o.xdp_attach {
-            XdpAttach::Link => false,
-            XdpAttach::Dispatcher => true,
-            XdpAttach::Auto => matches!(xdp_dispatcher::hook(ifindex)?, Hook::Dispatcher { .. }),
-        };
-    let choice = if live {
-        None
-    } else {
-        // Native and generic XDP cannot be active together, and a foreign program holds
-        // the hook: say so plainly instead of failing the attach with EBUSY.
-        if !shared && let Some((id, how)) = iface::xdp_occupant(ifindex)? {
-            anyhow::bail!(
-                "{} already has a {how} XDP program (id {id}) that synguard did not pin; \
-                 remove it first (ip link set dev {} xdp off), or load it through libxdp \
-                 (xdp-loader) and start synguard with --xdp-attach dispatcher to share the hook",
-                o.iface,
-                o.iface
-            );
-        }
-        Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
-    };
-    let mut ebpf = attach::load(dir, shared)?;
-    let strips_vlan = iface::strips_vlan_tags(&o.iface)?;
-    if strips_vlan {
-        info!(
-            "{}: strips VLAN tags on receive (rx-vlan-offload on): XDP sees VLAN frames \
-             untagged and could only answer them untagged, so SYNs to the addresses of VLAN \
-             devices over it are left to the kernel (not_local); `ethtool -K {} rxvlan off` \
-             lets synguard answer them, with their tags",
-            o.iface, o.iface
-        );
-    } else {
-        info!(
-            "{}: does not strip VLAN tags (rx-vlan-offload off): tagged SYNs are answered \
-             with their tags",
-            o.iface
-        );
-    }
-    // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
-    local_addrs::start(
-        take(&mut ebpf, names::LOCAL_ADDRS)?,
-        take(&mut ebpf, names::IFACES)?,
-        ifindex,
-        strips_vlan,
-    )?;
+    secrets: Option<&keys::SecretSchedule>,
+) -> Result<(keys::KeyRing, Array<MapData, Config>, u64, Attach)> {
+    let (mut ebpf, choice, via_dispatcher) = load_member(o, c)?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
     config.set(0, &o.tunables.to_config(ncpus), 0)?;
     let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
     pinned_maps::write_ports(&mut ports, &o.tunables.ports)?;
     // The maps are pinned: the lists are in place before XDP sees a packet.
     sync_lists(o)?;
-    let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
     let mut ring = keys::KeyRing::new(
         Array::try_from(take(&mut ebpf, names::KEYS)?)?,
         Array::try_from(take(&mut ebpf, names::STATE)?)?,
         Array::try_from(take(&mut ebpf, names::MINTED)?)?,
     );
-    let key_rotated_unix = if let Some(s) = &secrets {
+    let key_rotated_unix = if let Some(s) = secrets {
         let (now, period) = (run_state::unix_now(), o.rotation.as_secs());
         let plan = keys::plan(now, period, keys::skew_margin(period));
         let changed = ring.apply_plan(plan, s, o.tunables.wscale)?;
@@ -400,8 +487,127 @@ fn setup(
             _ => run_state::unix_now(),
         }
     };
+    let attached = attach_member(o, c, ebpf, choice, via_dispatcher)?;
+    Ok((ring, config, key_rotated_unix, attached))
+}
 
-    let (mode, reason) = if live {
+/// Another interface for the same daemon: pins the maps the first interface holds (all but
+/// [`names::PER_IFACE`]) in its own directory, so the same keys, MINTED marks, settings and
+/// lists serve both and a cookie minted on one validates on the other; then loads and
+/// attaches as for the first.
+fn join(o: &RunOpts, first_dir: &Path, name: &IfaceName, ifindex: u32) -> Result<Member> {
+    let c = Claim::new(name, ifindex)?;
+    let attached = share_maps(first_dir, &c)
+        .and_then(|()| load_member(o, &c))
+        .and_then(|(ebpf, choice, via)| attach_member(o, &c, ebpf, choice, via));
+    match attached {
+        Ok((counters, mode, reason)) => {
+            info!("{name}: served by this daemon with the maps of {}", o.iface);
+            Ok(Member::new(c, counters, mode, reason))
+        }
+        Err(e) => {
+            c.undo();
+            Err(e.context(format!("adding interface {name}")))
+        }
+    }
+}
+
+/// Pins each shared map of `first_dir` in `c`'s directory, or checks that the pin already
+/// there is the same map (a previous run of this daemon). A directory holding maps of its
+/// own (another daemon's keys and lists) is refused: merging would drop them silently.
+fn share_maps(first_dir: &Path, c: &Claim) -> Result<()> {
+    use synguard_common::maps::SPECS;
+    for spec in SPECS.iter().filter(|s| !names::PER_IFACE.contains(&s.name)) {
+        let (src, dst) = (first_dir.join(spec.name), c.dir.join(spec.name));
+        let theirs = MapData::from_pin(&src)
+            .with_context(|| format!("opening the shared map {}", src.display()))?;
+        if dst.exists() {
+            let mine =
+                MapData::from_pin(&dst).with_context(|| format!("opening {}", dst.display()))?;
+            if mine.info()?.id() != theirs.info()?.id() {
+                anyhow::bail!(
+                    "{} holds synguard maps of its own ({} is not {}'s): it was protected by \
+                     another daemon, with other keys and lists; `synguard detach --iface {}` \
+                     it first, so that this daemon serves it with its maps",
+                    c.iface,
+                    dst.display(),
+                    first_dir.display(),
+                    c.iface
+                );
+            }
+        } else {
+            theirs
+                .pin(&dst)
+                .with_context(|| format!("pinning {} at {}", src.display(), dst.display()))?;
+        }
+    }
+    state_dir::restrict(&c.dir)
+}
+
+/// Loads the object for one interface with the maps in its pin directory, after the checks
+/// that need nothing loaded, and starts following the host's addresses for it. Returns the
+/// object, the XDP mode to attach in (`None`: taking over), and whether through a
+/// dispatcher.
+fn load_member(o: &RunOpts, c: &Claim) -> Result<(aya::Ebpf, Option<iface::ModeChoice>, bool)> {
+    let (name, ifindex, live) = (&c.iface, c.ifindex, c.live);
+    // Through a dispatcher (sharing the hook), when asked to or when one is already there.
+    let shared = !live
+        && match o.xdp_attach {
+            XdpAttach::Link => false,
+            XdpAttach::Dispatcher => true,
+            XdpAttach::Auto => matches!(xdp_dispatcher::hook(ifindex)?, Hook::Dispatcher { .. }),
+        };
+    let choice = if live {
+        None
+    } else {
+        // Native and generic XDP cannot be active together, and a foreign program holds
+        // the hook: say so plainly instead of failing the attach with EBUSY.
+        if !shared && let Some((id, how)) = iface::xdp_occupant(ifindex)? {
+            anyhow::bail!(
+                "{name} already has a {how} XDP program (id {id}) that synguard did not pin; \
+                 remove it first (ip link set dev {name} xdp off), or load it through libxdp \
+                 (xdp-loader) and start synguard with --xdp-attach dispatcher to share the hook"
+            );
+        }
+        Some(iface::choose_mode(name, o.xdp_mode)?)
+    };
+    let mut ebpf = attach::load(&c.dir, shared)?;
+    let strips_vlan = iface::strips_vlan_tags(name)?;
+    if strips_vlan {
+        info!(
+            "{name}: strips VLAN tags on receive (rx-vlan-offload on): XDP sees VLAN frames \
+             untagged and could only answer them untagged, so SYNs to the addresses of VLAN \
+             devices over it are left to the kernel (not_local); `ethtool -K {name} rxvlan off` \
+             lets synguard answer them, with their tags"
+        );
+    } else {
+        info!(
+            "{name}: does not strip VLAN tags (rx-vlan-offload off): tagged SYNs are answered \
+             with their tags"
+        );
+    }
+    // Before attaching: XDP answers no SYN until it knows the host's addresses and MAC.
+    local_addrs::start(
+        take(&mut ebpf, names::LOCAL_ADDRS)?,
+        take(&mut ebpf, names::IFACES)?,
+        ifindex,
+        strips_vlan,
+    )?;
+    Ok((ebpf, choice, shared))
+}
+
+/// Attaches one interface (or replaces the programs of its pinned links, taking over).
+/// Returns its counters and the XDP mode with the reason.
+fn attach_member(
+    o: &RunOpts,
+    c: &Claim,
+    mut ebpf: aya::Ebpf,
+    choice: Option<iface::ModeChoice>,
+    via_dispatcher: bool,
+) -> Result<Attach> {
+    let (name, ifindex, dir) = (&c.iface, c.ifindex, c.dir.as_path());
+    let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
+    let (mode, reason) = if c.live {
         attach::replace(&mut ebpf, dir)?;
         let [xdp_pin, _] = state_dir::link_pins(dir);
         let xdp = attach::pinned_link(&xdp_pin)?.context("XDP link pin vanished")?;
@@ -410,53 +616,75 @@ fn setup(
             _ => None,
         };
         let shown = mode.map_or("unknown", XdpMode::name);
-        let prev_reason = RunState::load(&o.iface)
+        let prev_reason = RunState::load(name)
             .map(|r| r.xdp_reason)
             .unwrap_or_else(|| "mode of the pinned link".into());
         if let XdpRequest::Exactly(w) = o.xdp_mode
             && Some(w) != mode
         {
             warn!(
-                "{}: --xdp-mode {w} ignored: the pinned XDP link stays in {shown} mode (a link \
-                 cannot change mode; `synguard detach` and start again to switch)",
-                o.iface
+                "{name}: --xdp-mode {w} ignored: the pinned XDP link stays in {shown} mode (a \
+                 link cannot change mode; `synguard detach` and start again to switch)"
             );
         }
         info!(
-            "{}: took over the pinned links of a previous run: programs replaced in place \
-             (no detach gap), XDP {shown}, maps/keys/counters reused",
-            o.iface
+            "{name}: took over the pinned links of a previous run: programs replaced in place \
+             (no detach gap), XDP {shown}, maps/keys/counters reused"
         );
         (mode, prev_reason)
     } else {
         let choice = choice.context("no XDP mode chosen for a fresh attach")?;
-        let got = if shared {
-            attach::attach_shared(&mut ebpf, &o.iface, ifindex, &choice, o.xdp_priority, dir)?
+        if c.tc_pinned && !via_dispatcher {
+            // A previous run shared the hook; this one attaches alone, with a TC link of
+            // its own.
+            warn!("{name}: leaving the XDP dispatcher of the previous run (--xdp-attach link)");
+            if xdp_dispatcher::leave(ifindex)? {
+                info!("{name}: left the XDP dispatcher");
+            }
+            attach::remove_link_pins(dir)?;
+        }
+        let got = if via_dispatcher {
+            attach::attach_shared(&mut ebpf, name, ifindex, &choice, o.xdp_priority, dir)?
         } else {
-            attach::attach(&mut ebpf, &o.iface, &choice, dir)?
+            attach::attach(&mut ebpf, name, &choice, dir)?
         };
-        info!("{}: XDP {}: {}", o.iface, got.mode, got.reason);
+        info!("{name}: XDP {}: {}", got.mode, got.reason);
         (Some(got.mode), got.reason)
     };
     info!(
-        "synguard attached to {}, mode {}, ports {}",
-        o.iface, o.tunables.mode, o.tunables.ports
+        "synguard attached to {name}, mode {}, ports {}",
+        o.tunables.mode, o.tunables.ports
     );
-    Ok(Attached {
-        ring,
-        config,
-        counters,
-        mode,
-        reason,
-        key_rotated_unix,
-        secrets,
-    })
+    Ok((counters, mode, reason))
+}
+
+impl Member {
+    fn new(
+        c: Claim,
+        counters: PerCpuArray<MapData, u64>,
+        mode: Option<XdpMode>,
+        reason: String,
+    ) -> Member {
+        let watch_peer =
+            mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&c.iface), Ok(Some(_)));
+        Member {
+            iface: c.iface,
+            ifindex: c.ifindex,
+            dir: c.dir,
+            _lock: c.lock,
+            counters,
+            mode,
+            reason,
+            fresh: !c.live,
+            watch_peer,
+            peer_ok: true,
+        }
+    }
 }
 
 async fn event_loop(
     args: &RunArgs,
     o: &mut RunOpts,
-    dir: &Path,
     att: &mut Attached,
     rs: &mut RunState,
     metrics_listener: Option<std::net::TcpListener>,
@@ -464,6 +692,7 @@ async fn event_loop(
     use tokio::signal::unix::{SignalKind, signal};
     let live = Arc::new(Live::default());
     live.set_key_rotated(rs.key_rotated_unix);
+    live.set_served(att.served());
     // The kernel accounts run_time/run_cnt of every program while this fd is open, for
     // synguard_program_run_seconds_total; without it (old kernel, no CAP) they stay 0.
     let _stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
@@ -484,14 +713,9 @@ async fn event_loop(
                 );
             }
             let l = tokio::net::TcpListener::from_std(l)?;
-            let reg = Arc::new(metrics::registry(
-                PathBuf::from(dir),
-                o.iface.to_string(),
-                att.mode,
-                live.clone(),
-            ));
+            let reg = Arc::new(metrics::registry(live.clone()));
             info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
-            let health = health_check(dir, iface::ifindex(&o.iface)?, live.clone());
+            let health = health_check(live.clone());
             Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg, health))))
         }
         None => None,
@@ -518,14 +742,6 @@ async fn event_loop(
     let mut hyst = Hysteresis::new(att.ring.engaged()?);
     let mut last_dir_check = Instant::now();
     let mut last_peer_check = Instant::now();
-    // Native XDP on a veth only transmits while the peer keeps a native XDP program.
-    let watch_peer =
-        att.mode == Some(XdpMode::Native) && matches!(iface::veth_peer(&o.iface), Ok(Some(_)));
-    let mut peer_ok = true;
-    // Native XDP's metadata probe: the first cookie ACK shows whether the driver supports
-    // XDP metadata (nothing reports it before a frame arrives). Counted from here, since a
-    // previous run's pinned counters may already hold some.
-    let mut meta_refused = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
     // With a key file: at the next change of the shared schedule instead.
@@ -544,7 +760,7 @@ async fn event_loop(
         Some(s) => Some(watch_key_file(&s.path, key_tx)?),
         None => None,
     };
-    service::ready(&status_line(o, rs, hyst.engaged));
+    service::ready(&status_line(o, att, rs, hyst.engaged));
 
     let exit = loop {
         tokio::select! {
@@ -563,16 +779,15 @@ async fn event_loop(
                         "reload refused, nothing changed: {e:#}"
                     ),
                 }
+                live.set_served(att.served());
                 if o.rotation != old_rotation && att.secrets.is_none() {
                     let age = Duration::from_secs(run_state::unix_now().saturating_sub(rs.key_rotated_unix));
                     rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation.saturating_sub(age));
                     rs.rotation_secs = o.rotation.as_secs();
                 }
                 rs.config = o.config_path.clone();
-                if let Err(e) = rs.store(&o.iface) {
-                    warn!("cannot record run state: {e:#}");
-                }
-                service::ready(&status_line(o, rs, hyst.engaged));
+                store_run_state(rs, att);
+                service::ready(&status_line(o, att, rs, hyst.engaged));
             }
             Some(_) = async {
                 match watchdog.as_mut() {
@@ -599,15 +814,13 @@ async fn event_loop(
                         rs.key_rotated_unix = now - now % period.max(1);
                         live.set_key_rotated(rs.key_rotated_unix);
                         rs.key_epoch = k.epoch;
-                        if let Err(e) = rs.store(&o.iface) {
-                            warn!("cannot record run state: {e:#}");
-                        }
-                        info!("{}: minting with shared-secret epoch {}", o.iface, k.epoch);
-                        service::status(&status_line(o, rs, hyst.engaged));
+                        store_run_state(rs, att);
+                        info!("{}: minting with shared-secret epoch {}", att.names(), k.epoch);
+                        service::status(&status_line(o, att, rs, hyst.engaged));
                     } else {
                         info!(
                             "{}: installed shared-secret epoch {} ahead of its start",
-                            o.iface,
+                            att.names(),
                             plan.epochs[(plan.active ^ 1) as usize]
                         );
                     }
@@ -621,11 +834,9 @@ async fn event_loop(
                 rs.key_rotated_unix = run_state::unix_now();
                 live.set_key_rotated(rs.key_rotated_unix);
                 rs.key_epoch = k.epoch;
-                if let Err(e) = rs.store(&o.iface) {
-                    warn!("cannot record run state: {e:#}");
-                }
-                info!("{}: rotated the cookie key to epoch {} (wscale {})", o.iface, k.epoch, k.wscale);
-                service::status(&status_line(o, rs, hyst.engaged));
+                store_run_state(rs, att);
+                info!("{}: rotated the cookie key to epoch {} (wscale {})", att.names(), k.epoch, k.wscale);
+                service::status(&status_line(o, att, rs, hyst.engaged));
                 rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation);
             }
             _ = sample.tick() => {
@@ -634,10 +845,11 @@ async fn event_loop(
                 if let Err(e) = list_flags.refresh() {
                     warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);
                 }
-                let syn = pinned_maps::read_counter(&att.counters, Counter::SynSeen)?;
+                // The daemon's interfaces share one engaged state: it follows their sum.
+                let syn = att.counter(Counter::SynSeen)?;
                 // One continuous count of forged ACKs, whichever side of the engage.
-                let forged_acks = pinned_maps::read_counter(&att.counters, Counter::AckPassedUnengaged)?
-                    .saturating_add(pinned_maps::read_counter(&att.counters, Counter::CookieAckInvalid)?);
+                let forged_acks = att.counter(Counter::AckPassedUnengaged)?
+                    .saturating_add(att.counter(Counter::CookieAckInvalid)?);
                 let ack_rate = ack_meter.sample(forged_acks, now);
                 if let Some(rate) = meter.sample(syn, now) {
                     live.set_syn_rate(rate);
@@ -646,54 +858,68 @@ async fn event_loop(
                     let rates = Rates { syn: rate, forged_ack: ack_rate.unwrap_or(0.0) };
                     if let Some(t) = hyst.update(rates, th, now) {
                         att.ring.set_engaged(t == Transition::Engage)?;
-                        service::status(&status_line(o, rs, t == Transition::Engage));
+                        service::status(&status_line(o, att, rs, t == Transition::Engage));
                         live.add_transition();
                         let mode = Mode::from_u32(cfg.mode);
                         let mode_name = mode.map_or("?", Mode::name);
                         match t {
                             Transition::Engage => info!(
                                 "{}: engaged: {} (SYN {rate:.0}/s, syn_rate_on {}; forged ACK {:.0}/s, ack_rate_on {}) (mode {mode_name}{})",
-                                o.iface, th.trigger(rates).unwrap_or("?"), cfg.syn_rate_on,
+                                att.names(), th.trigger(rates).unwrap_or("?"), cfg.syn_rate_on,
                                 rates.forged_ack, cfg.ack_rate_on,
                                 if mode == Some(Mode::Auto) { ": answering SYNs with cookies" } else { ": no effect outside auto" }
                             ),
                             Transition::Disengage => info!(
                                 "{}: disengaged: SYN rate {rate:.0}/s below syn_rate_off {} and forged-ACK rate {:.0}/s below ack_rate_off {} for {:?} (mode {mode_name})",
-                                o.iface, cfg.syn_rate_off, rates.forged_ack, cfg.ack_rate_off, auto::HOLD
+                                att.names(), cfg.syn_rate_off, rates.forged_ack, cfg.ack_rate_off, auto::HOLD
                             ),
                         }
                     }
                 }
-                if att.mode == Some(XdpMode::Native) {
-                    let n = pinned_maps::read_counter(&att.counters, Counter::MetaUnsupported)?;
-                    if n > meta_refused {
-                        fall_back_to_generic(o, dir, att, rs, n - meta_refused)?;
-                    }
-                    meta_refused = n;
-                }
-                if watch_peer && att.mode == Some(XdpMode::Native) && now.duration_since(last_peer_check) >= Duration::from_secs(5) {
+                if now.duration_since(last_peer_check) >= Duration::from_secs(5) {
                     last_peer_check = now;
-                    if let Ok(Some((peer, prog))) = iface::veth_peer(&o.iface) {
-                        if peer_ok && prog.is_none() {
-                            warn!(
-                                "{}: the veth peer {peer} no longer runs a native XDP program: it \
-                                 drops our native XDP_TX SYN+ACKs. Restart with --xdp-mode generic \
-                                 (`synguard detach` first), or put a native XDP program back on {peer}",
-                                o.iface
-                            );
-                        } else if !peer_ok && prog.is_some() {
-                            info!("{}: the veth peer {peer} runs a native XDP program again", o.iface);
+                    for m in att.members.iter_mut().filter(|m| m.watch_peer && m.mode == Some(XdpMode::Native)) {
+                        if let Ok(Some((peer, prog))) = iface::veth_peer(&m.iface) {
+                            if m.peer_ok && prog.is_none() {
+                                warn!(
+                                    "{}: the veth peer {peer} no longer runs a native XDP program: it \
+                                     drops our native XDP_TX SYN+ACKs. Restart with --xdp-mode generic \
+                                     (`synguard detach` first), or put a native XDP program back on {peer}",
+                                    m.iface
+                                );
+                            } else if !m.peer_ok && prog.is_some() {
+                                info!("{}: the veth peer {peer} runs a native XDP program again", m.iface);
+                            }
+                            m.peer_ok = prog.is_some();
                         }
-                        peer_ok = prog.is_some();
                     }
                 }
                 if now.duration_since(last_dir_check) >= Duration::from_secs(1) {
                     last_dir_check = now;
-                    if !dir.is_dir() {
+                    if !att.members[0].dir.is_dir() {
                         anyhow::bail!(
                             "the pin directory {} was removed (synguard detach --force?); exiting",
-                            dir.display()
+                            att.members[0].dir.display()
                         );
+                    }
+                    // Another interface detached under us: serve the rest.
+                    let before = att.members.len();
+                    att.members.retain(|m| {
+                        let kept = m.dir.is_dir();
+                        if !kept {
+                            warn!(
+                                "{}: its pin directory {} was removed (synguard detach?); no \
+                                 longer serving it",
+                                m.iface,
+                                m.dir.display()
+                            );
+                            RunState::remove(&m.iface);
+                        }
+                        kept
+                    });
+                    if att.members.len() != before {
+                        o.also = att.members[1..].iter().map(|m| m.iface.clone()).collect();
+                        live.set_served(att.served());
                     }
                 }
             }
@@ -709,8 +935,7 @@ const HEALTH_STALE: Duration = Duration::from_secs(5);
 /// GET /healthz: 200 while the event loop ticks and both program links are attached to the
 /// interface (read from their pins, as a restart would find them), 503 with the reason
 /// otherwise.
-fn health_check(dir: &Path, ifindex: u32, live: Arc<Live>) -> metrics::Health {
-    let dir = dir.to_path_buf();
+fn health_check(live: Arc<Live>) -> metrics::Health {
     Arc::new(move || {
         let since = live.since_beat();
         if since > HEALTH_STALE {
@@ -723,27 +948,42 @@ fn health_check(dir: &Path, ifindex: u32, live: Arc<Live>) -> metrics::Health {
                 }
             ));
         }
-        let [xdp_pin, tc_pin] = state_dir::link_pins(&dir);
-        let here = |pin: &Path, what: &str| match attach::pinned_link(pin) {
-            Ok(Some(l)) if l.ifindex == ifindex => Ok(Some(l.id)),
-            Ok(Some(_)) => Err(format!(
-                "programs not attached: the {what} link is not on the interface"
-            )),
-            Ok(None) => Ok(None),
-            Err(e) => Err(format!("cannot read the {what} link pin: {e:#}")),
-        };
-        let tc = here(&tc_pin, "TC")?.ok_or("programs not attached: no TC link pin")?;
-        match here(&xdp_pin, "XDP")? {
-            Some(xdp) => Ok(format!("ok: XDP link {xdp} and TC link {tc} attached")),
-            // Sharing the hook: the dispatcher holds the XDP program, no link pin.
-            None => match xdp_dispatcher::hook(ifindex) {
-                Ok(Hook::Dispatcher { prog_id, .. }) => Ok(format!(
-                    "ok: in XDP dispatcher {prog_id}, TC link {tc} attached"
-                )),
-                Ok(_) => Err("programs not attached: no XDP link pin and no dispatcher".into()),
-                Err(e) => Err(format!("cannot read the XDP hook: {e:#}")),
-            },
+        let mut ok = Vec::new();
+        for m in live.served() {
+            let name = &m.iface;
+            let ifindex = name
+                .parse::<IfaceName>()
+                .map_err(|e| format!("{name}: {e}"))
+                .and_then(|n| iface::ifindex(&n).map_err(|e| format!("{name}: {e:#}")))?;
+            match attach::existing_links(&m.dir, ifindex) {
+                Ok(Existing::Live { xdp, tc }) => {
+                    ok.push(format!("{name}: XDP link {} and TC link {}", xdp.id, tc.id));
+                }
+                // Sharing the hook: the dispatcher holds the XDP program, no link pin.
+                Ok(Existing::Dispatcher { tc }) => match xdp_dispatcher::hook(ifindex) {
+                    Ok(Hook::Dispatcher { prog_id, .. }) => {
+                        ok.push(format!(
+                            "{name}: XDP dispatcher {prog_id} and TC link {}",
+                            tc.id
+                        ));
+                    }
+                    _ => return Err(format!("{name}: programs not attached: no XDP dispatcher")),
+                },
+                Ok(Existing::None) => {
+                    return Err(format!("{name}: programs not attached: no link pins"));
+                }
+                Ok(Existing::Stale) => {
+                    return Err(format!(
+                        "{name}: programs not attached: link pins missing or stale"
+                    ));
+                }
+                Err(e) => return Err(format!("{name}: cannot read the link pins: {e:#}")),
+            }
         }
+        if ok.is_empty() {
+            return Err("no interface served".into());
+        }
+        Ok(format!("ok: {}", ok.join("; ")))
     })
 }
 
@@ -806,10 +1046,10 @@ fn reread_key_file(iface: &IfaceName, s: &mut keys::SecretSchedule, rotation: Du
 }
 
 /// The STATUS= line systemctl status shows.
-fn status_line(o: &RunOpts, rs: &RunState, engaged: bool) -> String {
+fn status_line(o: &RunOpts, att: &Attached, rs: &RunState, engaged: bool) -> String {
     format!(
         "protecting {} (mode {}{}, ports {}), key epoch {}",
-        o.iface,
+        att.names(),
         o.tunables.mode,
         if engaged { ", engaged" } else { "" },
         o.tunables.ports,
@@ -825,13 +1065,24 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
     let new = args.resolve()?;
     if new.iface != o.iface {
         anyhow::bail!(
-            "the config names interface {} but this daemon protects {}: a running daemon \
-             cannot move; start one for {} instead",
+            "the config names {} first but this daemon's first interface is {}, whose pin \
+             directory holds the maps its interfaces share: a running daemon cannot move it; \
+             add or remove the other interfaces, or restart the daemon",
             new.iface,
-            o.iface,
-            new.iface
+            o.iface
         );
     }
+    // Interfaces to add are checked before anything changes.
+    let added: Vec<(IfaceName, u32)> = new
+        .also
+        .iter()
+        .filter(|n| !o.also.contains(n))
+        .map(|n| {
+            let ifindex = iface::ifindex(n)?;
+            iface::require_ethernet(n, ifindex)?;
+            Ok((n.clone(), ifindex))
+        })
+        .collect::<Result<_>>()?;
     let ncpus = settings::ncpus()?;
     let p = pinned_maps::PinnedMaps::at(&state_dir::dir(&o.iface));
     let cur_cfg = att.config.get(&0, 0)?;
@@ -929,6 +1180,21 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
             o.iface, new.xdp_mode
         );
     }
+    // Interfaces last: the settings and lists above are already the new ones they get.
+    let mut i = 1;
+    while i < att.members.len() {
+        if new.also.contains(&att.members[i].iface) {
+            i += 1;
+            continue;
+        }
+        let m = att.members.remove(i);
+        changes += 1;
+        info!("{}: reload: no longer in the config; detaching", m.iface);
+        attach::detach(&m.dir, Some(m.ifindex))
+            .with_context(|| format!("detaching {}", m.iface))?;
+        RunState::remove(&m.iface);
+    }
+    let first_dir = att.members[0].dir.clone();
     if new.key_file != o.key_file {
         warn!(
             "{}: reload: key_file changes from {:?} to {:?} only with a restart; the watched \
@@ -951,51 +1217,28 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
     let keep = (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file.clone());
     *o = new;
     (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file) = keep;
-    Ok(changes)
-}
-
-/// The metadata probe failed: native XDP on this driver cannot hand cookie ACKs to TC (the
-/// driver has no XDP metadata support), so every cookie handshake would fail. Generic XDP
-/// always has metadata; move there and say why.
-fn fall_back_to_generic(
-    o: &RunOpts,
-    dir: &Path,
-    att: &mut Attached,
-    rs: &mut RunState,
-    refused: u64,
-) -> Result<()> {
-    let why = format!(
-        "native XDP cannot hand cookie ACKs to TC: bpf_xdp_adjust_meta refused {refused} (the driver {} has no XDP metadata support), so generic",
-        iface::driver_name(&o.iface).unwrap_or_else(|_| "?".into())
-    );
-    let [xdp_pin, _] = state_dir::link_pins(dir);
-    if !xdp_pin.exists() {
-        // In a dispatcher the mode is every member's: synguard cannot move it alone. Said
-        // once a run: the refusals go on with every cookie ACK.
-        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
+    let mut failed = None;
+    for (name, ifindex) in added {
+        match join(o, &first_dir, &name, ifindex) {
+            Ok(m) => {
+                changes += 1;
+                info!("{name}: reload: added");
+                att.members.push(m);
+            }
+            Err(e) => {
+                error!("{name}: reload: cannot add it: {e:#}");
+                failed.get_or_insert(e);
+            }
         }
-        warn!(
-            "{}: {}; synguard shares a native XDP dispatcher, whose mode it cannot change \
-             alone: reload the interface's XDP programs in generic mode (xdp-loader \
-             --mode skb, synguard --xdp-mode generic)",
-            o.iface,
-            why.trim_end_matches(", so generic")
-        );
-        return Ok(());
     }
-    warn!("{}: {why}; re-attaching XDP in generic mode", o.iface);
-    attach::reattach_xdp(dir, &o.iface, XdpMode::Generic).context("falling back to generic XDP")?;
-    att.mode = Some(XdpMode::Generic);
-    att.reason = format!("{}; then {why}", att.reason);
-    rs.xdp_mode = att.mode;
-    rs.xdp_reason = att.reason.clone();
-    if let Err(e) = rs.store(&o.iface) {
-        warn!("cannot record run state: {e:#}");
+    // What the daemon serves, whatever failed.
+    o.also = att.members[1..].iter().map(|m| m.iface.clone()).collect();
+    match failed {
+        Some(e) => Err(e.context(format!(
+            "reload applied except adding an interface ({changes} change(s) made)"
+        ))),
+        None => Ok(changes),
     }
-    info!("{}: XDP generic: {}", o.iface, att.reason);
-    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

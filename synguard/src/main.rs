@@ -108,7 +108,10 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     println!(
         "{}: ok: iface {}, mode {}, ports {}, allow {}, deny {}",
         path.display(),
-        o.iface,
+        o.ifaces()
+            .map(IfaceName::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         o.tunables.mode,
         o.tunables.ports,
         list(o.allow.as_deref()),
@@ -241,7 +244,10 @@ fn detach(iface: &IfaceName, force: bool) -> Result<()> {
                  (it detaches on exit), or pass --force"
             );
         }
-        log::warn!("detaching under a running daemon{who} (--force); it will exit");
+        log::warn!(
+            "detaching under a running daemon{who} (--force): it stops serving {iface}, and \
+             exits if {iface} is its first interface"
+        );
     }
     // The interface may be gone; then no dispatcher holds synguard on it either.
     attach::detach(&dir, iface::ifindex(iface).ok())?;

@@ -3,9 +3,9 @@
 //! time, so it is never staler than the scrape.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -24,7 +24,13 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{attach, iface::XdpMode, listeners, pinned_maps::PinnedMaps, state_dir};
+use crate::{
+    attach,
+    iface::XdpMode,
+    listeners,
+    pinned_maps::{PinnedMaps, Snapshot},
+    state_dir,
+};
 
 /// Values only the daemon knows (not in any map).
 #[derive(Debug, Default)]
@@ -34,6 +40,8 @@ pub struct Live {
     key_rotated_unix: AtomicU64,
     /// Unix milliseconds of the event loop's last tick, for /healthz.
     loop_beat_ms: AtomicU64,
+    /// The interfaces the daemon serves now (a reload may add or remove some).
+    served: Mutex<Vec<Served>>,
 }
 
 /// What GET /healthz answers: `Ok(text)` is 200, `Err(why)` 503. Run off the event loop.
@@ -43,6 +51,16 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One interface the daemon serves, as a scrape reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub iface: String,
+    /// Its pin directory: its own counters, and the maps the daemon shares.
+    pub dir: PathBuf,
+    /// The XDP mode it is attached in; `None` when a takeover could not tell.
+    pub xdp_mode: Option<XdpMode>,
 }
 
 impl Live {
@@ -56,6 +74,15 @@ impl Live {
             0 => Duration::MAX,
             b => Duration::from_millis(unix_ms().saturating_sub(b)),
         }
+    }
+    pub fn set_served(&self, served: Vec<Served>) {
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = served;
+    }
+    pub fn served(&self) -> Vec<Served> {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     pub fn set_syn_rate(&self, r: f64) {
         self.syn_rate_bits.store(r.to_bits(), Ordering::Relaxed);
@@ -72,13 +99,18 @@ impl Live {
     }
 }
 
+/// Every family covers every interface the daemon serves ([`Live::served`]), one label set
+/// each: a family appears once in an exposition.
 #[derive(Debug)]
 pub struct MapCollector {
-    pub dir: PathBuf,
-    pub iface: String,
-    /// The XDP mode the daemon attached in; `None` when a takeover could not tell.
-    pub xdp_mode: Option<XdpMode>,
     pub live: Arc<Live>,
+}
+
+/// What one scrape read for one served interface.
+struct Scraped {
+    served: Served,
+    progs: Vec<(&'static str, aya::programs::ProgramInfo)>,
+    snap: Option<Snapshot>,
 }
 
 /// One metric family: its descriptor, then one sample per label set.
@@ -108,8 +140,8 @@ fn kernel_release() -> String {
 
 impl MapCollector {
     /// (program label, pinned link) of each program, with its kernel info when loaded.
-    fn programs(&self) -> Vec<(&'static str, aya::programs::ProgramInfo)> {
-        let [xdp, tc] = state_dir::link_pins(&self.dir);
+    fn programs(dir: &Path) -> Vec<(&'static str, aya::programs::ProgramInfo)> {
+        let [xdp, tc] = state_dir::link_pins(dir);
         let ids: Vec<(&'static str, u32)> = [("xdp", xdp), ("tc", tc)]
             .into_iter()
             .filter_map(|(n, pin)| Some((n, attach::pinned_link(&pin).ok()??.prog_id)))
@@ -126,8 +158,8 @@ impl MapCollector {
             .collect()
     }
 
-    fn entries(&self, name: &str) -> Option<i64> {
-        let p = PinnedMaps::at(&self.dir);
+    fn entries(dir: &Path, name: &str) -> Option<i64> {
+        let p = PinnedMaps::at(dir);
         let n = match name {
             names::SRC_RATE => {
                 let m = aya::maps::HashMap::<_, SrcKey, TokenBucket>::try_from(
@@ -155,10 +187,21 @@ impl MapCollector {
 
 impl Collector for MapCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let iface = self.iface.as_str();
-        let progs = self.programs();
-        let tag = progs
+        let all: Vec<Scraped> = self
+            .live
+            .served()
+            .into_iter()
+            .map(|served| Scraped {
+                progs: Self::programs(&served.dir),
+                // Maps that cannot be read (pins removed under us) are left out of the scrape.
+                snap: PinnedMaps::at(&served.dir).snapshot().ok(),
+                served,
+            })
+            .collect();
+        // Every interface runs the same object, so any attached XDP program has the tag.
+        let tag = all
             .iter()
+            .flat_map(|s| &s.progs)
             .find(|(n, _)| *n == "xdp")
             .map(|(_, p)| format!("{:016x}", p.tag()))
             .unwrap_or_default();
@@ -182,14 +225,16 @@ impl Collector for MapCollector {
             "synguard_xdp_attached",
             "1 while synguard's XDP program is attached, in this mode",
             MetricType::Gauge,
-            progs.iter().filter(|(n, _)| *n == "xdp").map(|_| {
-                (
-                    [
-                        ("iface", iface),
-                        ("mode", self.xdp_mode.map_or("unknown", XdpMode::name)),
-                    ],
-                    ConstGauge::new(1i64),
-                )
+            all.iter().flat_map(|s| {
+                s.progs.iter().filter(|(n, _)| *n == "xdp").map(|_| {
+                    (
+                        [
+                            ("iface", s.served.iface.as_str()),
+                            ("mode", s.served.xdp_mode.map_or("unknown", XdpMode::name)),
+                        ],
+                        ConstGauge::new(1i64),
+                    )
+                })
             }),
         )?;
         // CPU time of each program: the kernel accounts it while the daemon holds stats on.
@@ -198,11 +243,13 @@ impl Collector for MapCollector {
             "synguard_program_run_seconds",
             "CPU time spent in the program (bpf_stats run_time; counted while the daemon runs)",
             MetricType::Counter,
-            progs.iter().map(|(n, p)| {
-                (
-                    [("iface", iface), ("program", *n)],
-                    ConstCounter::new(p.run_time().as_secs_f64()),
-                )
+            all.iter().flat_map(|s| {
+                s.progs.iter().map(|(n, p)| {
+                    (
+                        [("iface", s.served.iface.as_str()), ("program", *n)],
+                        ConstCounter::new(p.run_time().as_secs_f64()),
+                    )
+                })
             }),
         )?;
         family(
@@ -210,140 +257,161 @@ impl Collector for MapCollector {
             "synguard_program_runs",
             "Runs of the program (bpf_stats run_cnt; counted while the daemon runs)",
             MetricType::Counter,
-            progs.iter().map(|(n, p)| {
-                (
-                    [("iface", iface), ("program", *n)],
-                    ConstCounter::new(p.run_count()),
-                )
+            all.iter().flat_map(|s| {
+                s.progs.iter().map(|(n, p)| {
+                    (
+                        [("iface", s.served.iface.as_str()), ("program", *n)],
+                        ConstCounter::new(p.run_count()),
+                    )
+                })
             }),
         )?;
 
-        // Maps that cannot be read (pins removed under us) are left out of the scrape.
-        let snap = PinnedMaps::at(&self.dir).snapshot().ok();
-        if let Some(snap) = &snap {
-            let total = |c: Counter| {
+        let snaps: Vec<(&str, &Snapshot)> = all
+            .iter()
+            .filter_map(|s| Some((s.served.iface.as_str(), s.snap.as_ref()?)))
+            .collect();
+        let total = |c: Counter| {
+            snaps.iter().map(move |(iface, snap)| {
                 let v = snap
                     .counters
                     .iter()
                     .find(|(d, _)| *d == c)
                     .map_or(0, |x| x.1);
-                [([("iface", iface)], ConstCounter::new(v))]
-            };
-            family(
-                &mut enc,
-                "synguard_packets",
-                "Frames seen by the XDP program",
-                MetricType::Counter,
-                total(Counter::PacketsSeen),
-            )?;
-            family(
-                &mut enc,
-                "synguard_syns",
-                "TCP SYNs to a protected port seen by the XDP program",
-                MetricType::Counter,
-                total(Counter::SynSeen),
-            )?;
-            family(
-                &mut enc,
-                "synguard_verdicts",
-                "XDP verdicts by reason and the action they ended in (one per frame decided)",
-                MetricType::Counter,
+                ([("iface", *iface)], ConstCounter::new(v))
+            })
+        };
+        family(
+            &mut enc,
+            "synguard_packets",
+            "Frames seen by the XDP program",
+            MetricType::Counter,
+            total(Counter::PacketsSeen),
+        )?;
+        family(
+            &mut enc,
+            "synguard_syns",
+            "TCP SYNs to a protected port seen by the XDP program",
+            MetricType::Counter,
+            total(Counter::SynSeen),
+        )?;
+        family(
+            &mut enc,
+            "synguard_verdicts",
+            "XDP verdicts by reason and the action they ended in (one per frame decided)",
+            MetricType::Counter,
+            snaps.iter().flat_map(|(iface, snap)| {
                 snap.counters.iter().filter_map(|&(c, v)| match c.class() {
                     Class::Verdict(a) => Some((
-                        [("iface", iface), ("reason", c.name()), ("action", a.name())],
+                        [
+                            ("iface", *iface),
+                            ("reason", c.name()),
+                            ("action", a.name()),
+                        ],
                         ConstCounter::new(v),
                     )),
                     _ => None,
-                }),
-            )?;
-            family(
-                &mut enc,
-                "synguard_handoffs",
-                "Outcomes of the TC hand-off of cookie ACKs to the listener",
-                MetricType::Counter,
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_handoffs",
+            "Outcomes of the TC hand-off of cookie ACKs to the listener",
+            MetricType::Counter,
+            snaps.iter().flat_map(|(iface, snap)| {
                 snap.counters.iter().filter_map(|&(c, v)| match c.class() {
                     Class::Handoff => Some((
-                        [("iface", iface), ("outcome", c.name())],
+                        [("iface", *iface), ("outcome", c.name())],
                         ConstCounter::new(v),
                     )),
                     _ => None,
-                }),
-            )?;
-            family(
-                &mut enc,
-                "synguard_engaged",
-                "1 while the SYN rate is above the auto-mode trigger (hysteresis)",
-                MetricType::Gauge,
-                [(
-                    [("iface", iface)],
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_engaged",
+            "1 while the SYN rate is above the auto-mode trigger (hysteresis)",
+            MetricType::Gauge,
+            snaps.iter().map(|(iface, snap)| {
+                (
+                    [("iface", *iface)],
                     ConstGauge::new(i64::from(snap.state.engaged)),
-                )],
-            )?;
-            family(
-                &mut enc,
-                "synguard_mode",
-                "Configured mode, as a state set: 1 for the mode in force, 0 for the others",
-                MetricType::Gauge,
-                Mode::ALL.into_iter().map(|m| {
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_mode",
+            "Configured mode, as a state set: 1 for the mode in force, 0 for the others",
+            MetricType::Gauge,
+            snaps.iter().flat_map(|(iface, snap)| {
+                Mode::ALL.into_iter().map(move |m| {
                     (
-                        [("iface", iface), ("mode", m.name())],
+                        [("iface", *iface), ("mode", m.name())],
                         ConstGauge::new(i64::from(snap.config.mode == m as u32)),
                     )
-                }),
-            )?;
-            family(
-                &mut enc,
-                "synguard_key_epoch",
-                "Epoch of the cookie key used for minting",
-                MetricType::Gauge,
-                [(
-                    [("iface", iface)],
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_key_epoch",
+            "Epoch of the cookie key used for minting",
+            MetricType::Gauge,
+            snaps.iter().map(|(iface, snap)| {
+                (
+                    [("iface", *iface)],
                     ConstGauge::new(i64::from(snap.active_key().epoch)),
-                )],
-            )?;
-        }
+                )
+            }),
+        )?;
+        let ifaces = || all.iter().map(|s| s.served.iface.as_str());
         let rotated = self.live.key_rotated_unix.load(Ordering::Relaxed);
         family(
             &mut enc,
             "synguard_key_rotated_timestamp_seconds",
             "When the active cookie key was installed (unix time)",
             MetricType::Gauge,
-            (rotated > 0).then(|| ([("iface", iface)], ConstGauge::new(rotated as i64))),
+            ifaces()
+                .filter(|_| rotated > 0)
+                .map(|iface| ([("iface", iface)], ConstGauge::new(rotated as i64))),
         )?;
+        let transitions = self.live.engaged_transitions.load(Ordering::Relaxed);
         family(
             &mut enc,
             "synguard_engaged_transitions",
             "Engages plus disengages of auto mode since the daemon started",
             MetricType::Counter,
-            [(
-                [("iface", iface)],
-                ConstCounter::new(self.live.engaged_transitions.load(Ordering::Relaxed)),
-            )],
+            ifaces().map(|iface| ([("iface", iface)], ConstCounter::new(transitions))),
         )?;
         family(
             &mut enc,
             "synguard_syn_rate",
-            "SYN/s to protected ports over the last sample (100 ms)",
+            "SYN/s to protected ports over the last sample (100 ms), on all the daemon's interfaces",
             MetricType::Gauge,
-            [([("iface", iface)], ConstGauge::new(self.live.syn_rate()))],
+            ifaces().map(|iface| ([("iface", iface)], ConstGauge::new(self.live.syn_rate()))),
         )?;
         family(
             &mut enc,
             "synguard_list_entries",
             "Entries in each allow/deny list",
             MetricType::Gauge,
-            [
-                ("allow4", names::ALLOW4),
-                ("allow6", names::ALLOW6),
-                ("deny4", names::DENY4),
-                ("deny6", names::DENY6),
-            ]
-            .into_iter()
-            .filter_map(|(l, n)| {
-                Some((
-                    [("iface", iface), ("list", l)],
-                    ConstGauge::new(self.entries(n)?),
-                ))
+            all.iter().flat_map(|s| {
+                [
+                    ("allow4", names::ALLOW4),
+                    ("allow6", names::ALLOW6),
+                    ("deny4", names::DENY4),
+                    ("deny6", names::DENY6),
+                ]
+                .into_iter()
+                .filter_map(|(l, n)| {
+                    Some((
+                        [("iface", s.served.iface.as_str()), ("list", l)],
+                        ConstGauge::new(Self::entries(&s.served.dir, n)?),
+                    ))
+                })
             }),
         )?;
         family(
@@ -351,31 +419,39 @@ impl Collector for MapCollector {
             "synguard_src_rate_entries",
             "Sources tracked by the per-source SYN limit (SRC_RATE, an LRU)",
             MetricType::Gauge,
-            self.entries(names::SRC_RATE)
-                .map(|n| ([("iface", iface)], ConstGauge::new(n))),
+            all.iter().filter_map(|s| {
+                Self::entries(&s.served.dir, names::SRC_RATE)
+                    .map(|n| ([("iface", s.served.iface.as_str())], ConstGauge::new(n)))
+            }),
         )?;
         family(
             &mut enc,
             "synguard_src_rate_capacity",
             "Capacity of SRC_RATE; beyond it the least recently seen source is evicted",
             MetricType::Gauge,
-            [(
-                [("iface", iface)],
-                ConstGauge::new(i64::from(synguard_common::maps::SRC_RATE_ENTRIES)),
-            )],
+            ifaces().map(|iface| {
+                (
+                    [("iface", iface)],
+                    ConstGauge::new(i64::from(synguard_common::maps::SRC_RATE_ENTRIES)),
+                )
+            }),
         )?;
-        if let Some(snap) = &snap {
+        // One read for the namespace: the interfaces share it and the ports.
+        if let Some((_, snap)) = snaps.first() {
             let states = listeners::read(&snap.tunables.ports);
+            let fields = states.fields();
             family(
                 &mut enc,
                 "synguard_listener_sockets",
                 "TCP sockets on the protected ports by state (this network namespace)",
                 MetricType::Gauge,
-                states.fields().into_iter().map(|(name, v)| {
-                    (
-                        [("iface", iface), ("state", name)],
-                        ConstGauge::new(v as i64),
-                    )
+                snaps.iter().flat_map(|(iface, _)| {
+                    fields.iter().map(move |&(name, v)| {
+                        (
+                            [("iface", *iface), ("state", name)],
+                            ConstGauge::new(v as i64),
+                        )
+                    })
                 }),
             )?;
         }
@@ -383,19 +459,9 @@ impl Collector for MapCollector {
     }
 }
 
-pub fn registry(
-    dir: PathBuf,
-    iface: String,
-    xdp_mode: Option<XdpMode>,
-    live: Arc<Live>,
-) -> Registry {
+pub fn registry(live: Arc<Live>) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(MapCollector {
-        dir,
-        iface,
-        xdp_mode,
-        live,
-    }));
+    r.register_collector(Box::new(MapCollector { live }));
     r
 }
 

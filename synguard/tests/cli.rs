@@ -22,6 +22,9 @@ use serde_json::Value;
 
 #[path = "support/monitor_names.rs"]
 mod monitor_names;
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::promtool_check_metrics;
 use synguard_common::maps::names;
 use synguard_harness::{
     Daemon, Signal, Synguard, VethPair, netns, netns::in_netns, pin_dir, root_or_skip,
@@ -689,27 +692,6 @@ fn auto_xdp_mode_is_native_when_the_veth_peer_runs_native_xdp() {
     wait_exit_ok(&mut d);
     pd.signal(Signal::SIGTERM);
     wait_exit_ok(&mut pd);
-}
-
-/// `promtool check metrics` (Debian's `prometheus`, installed by `cargo xtask setup`) on a
-/// scrape: the exposition parses and follows Prometheus naming.
-fn promtool_check_metrics(body: &str) {
-    use std::process::{Command, Stdio};
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (cargo xtask setup installs it)");
-    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

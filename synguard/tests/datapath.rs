@@ -113,8 +113,8 @@ fn kernel_clients_complete_handshakes_through_xdp_cookies_v4_and_v6() -> Result<
         Counter::ReqskFailed,
         Counter::CookieAckInvalid,
         Counter::Malformed,
-        // TC took XDP's metadata as describing each ACK.
-        Counter::TcMetaMismatch,
+        // TC found XDP's HANDOFF entry for each ACK.
+        Counter::TcAckNoHandoff,
     ] {
         assert_eq!(d.get(absent), 0, "{} moved: {d:?}", absent.name());
     }

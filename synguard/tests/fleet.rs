@@ -537,7 +537,10 @@ fn healthz_reports_attached_programs() -> Result<()> {
     })?;
     let (code, body) = http_get(&pair.a.netns, url)?;
     assert_eq!(code, 200, "{body}");
-    assert!(body.starts_with("ok: XDP link"), "{body}");
+    assert!(
+        body.starts_with("ok: ") && body.contains("XDP link"),
+        "{body}"
+    );
     std::fs::remove_file(pin_dir(&pair.a.iface).join(names::TC_LINK))?;
     let (code, body) = http_get(&pair.a.netns, url)?;
     assert_eq!(code, 503, "{body}");

@@ -102,3 +102,47 @@ fn programs_have_the_loader_names() {
     want.sort_unstable();
     assert_eq!(progs, want);
 }
+
+/// `bpf_xdp_adjust_head`, `bpf_xdp_adjust_meta`, `bpf_xdp_adjust_tail` (`enum bpf_func_id`):
+/// the helpers an XDP program can call that make the kernel mark it as changing packet data.
+const PKT_CHANGING_XDP_HELPERS: [(i32, &str); 3] = [
+    (44, "bpf_xdp_adjust_head"),
+    (54, "bpf_xdp_adjust_meta"),
+    (65, "bpf_xdp_adjust_tail"),
+];
+
+/// The XDP program calls none of them, anywhere in its code (its own section and the
+/// shared `.text` subprograms), dead code included: the kernel marks the program from its
+/// whole call graph. Since Linux 6.13 (and 6.12.y) an extension program that changes packet
+/// data may not replace a dispatcher stub that does not, which is every libxdp dispatcher
+/// before 1.5.5 (Debian's 1.3.1 included), so such a call would keep synguard out of any
+/// dispatcher xdp-filter built (the vmtest "share" checks run that live on 6.12).
+#[test]
+fn the_xdp_program_changes_no_packet_data() {
+    let obj = object();
+    let xdp = &obj.programs[names::XDP_PROG];
+    let tc_section = obj.programs[names::TC_PROG].section_index;
+    let mut calls = Vec::new();
+    let mut seen_xdp = false;
+    for f in obj.functions.values() {
+        // The TC program's own section is not the XDP program's code; everything else
+        // (the XDP section, .text) may be.
+        if f.section_index.0 == tc_section && f.section_index.0 != xdp.section_index {
+            continue;
+        }
+        seen_xdp |= f.section_index.0 == xdp.section_index;
+        for insn in &f.instructions {
+            // BPF_JMP | BPF_CALL with src_reg 0: a helper call, imm its id.
+            if insn.code == 0x85
+                && insn.src_reg() == 0
+                && let Some((_, name)) = PKT_CHANGING_XDP_HELPERS
+                    .iter()
+                    .find(|(id, _)| *id == insn.imm)
+            {
+                calls.push(format!("{} calls {name}", f.name));
+            }
+        }
+    }
+    assert!(seen_xdp, "no code found for {}", names::XDP_PROG);
+    assert!(calls.is_empty(), "{}", calls.join("\n"));
+}

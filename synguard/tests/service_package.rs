@@ -144,3 +144,45 @@ fn the_package_holds_everything_and_installs_and_removes() {
     assert!(!root.join("etc/synguard/synguard.toml").exists());
     fs::remove_dir_all(&root).unwrap();
 }
+
+/// lintian (Debian's package checker) finds nothing: no error, no warning, no info tag
+/// except the ones the package overrides, each with its reason in
+/// packaging/debian/lintian-overrides.
+#[test]
+#[ignore = "needs `cargo xtask package` (a release build) first"]
+fn lintian_reports_nothing_but_the_explained_overrides() {
+    let deb = deb();
+    let out = Command::new("lintian")
+        .args(["--info", "--display-info", "--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .expect("lintian (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tags: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() > 2 && l.as_bytes()[1] == b':' && !l.starts_with("N:"))
+        .collect();
+    assert!(
+        tags.is_empty(),
+        "lintian on {}:\n{}\n{}",
+        deb.display(),
+        tags.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let overrides = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/debian/lintian-overrides"),
+    )
+    .unwrap();
+    // Every override has a comment that says why.
+    let mut why = false;
+    for line in overrides.lines() {
+        match line.trim() {
+            l if l.starts_with('#') => why = true,
+            "" => why = false,
+            l => {
+                assert!(why, "override without a reason: {l}");
+                why = false;
+            }
+        }
+    }
+}

@@ -36,6 +36,32 @@ pub fn package() -> Result<()> {
     if !deb.is_file() {
         bail!("no package at {}", deb.display());
     }
+    add_md5sums(&deb)?;
     println!("package: {}", deb.display());
+    Ok(())
+}
+
+/// cargo-deb writes no `DEBIAN/md5sums`, which `dpkg --verify` (debsums) checks installed
+/// files against: unpack, add it, and pack again with dpkg-deb.
+fn add_md5sums(deb: &std::path::Path) -> Result<()> {
+    let work = deb.with_extension("unpacked");
+    let _ = std::fs::remove_dir_all(&work);
+    setup::run(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&work))?;
+    setup::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(
+                "find . -path ./DEBIAN -prune -o -type f -printf '%P\\0' | sort -z \
+                 | xargs -0 md5sum > DEBIAN/md5sums",
+            )
+            .current_dir(&work),
+    )?;
+    setup::run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&work)
+            .arg(deb),
+    )?;
+    std::fs::remove_dir_all(&work)?;
     Ok(())
 }

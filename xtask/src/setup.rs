@@ -38,6 +38,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("dpkg", "/usr/bin/dpkg-deb"),
     ("man-db", "/usr/bin/man"),
+    // lintian on the package (synguard/tests/service_package.rs).
+    ("lintian", "/usr/bin/lintian"),
 ];
 
 /// The `[toolchain]` table of rust-toolchain.toml: the one place the Rust version (whose

@@ -3,8 +3,10 @@
 //! scratch), every run repeated over `RawPacket` to hold both buffer types to one result.
 
 use super::*;
+use crate::cookie::Decoded;
 use crate::dissect::tc_flow;
 use crate::flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+use crate::handoff::{CookieMeta, HandoffKey};
 use crate::packet::RawPacket;
 use crate::testutil::{CLIENT_MAC, Reply, SERVER_MAC, Seg, read_reply};
 use crate::wire::tcp_options::TcpOptions;
@@ -55,6 +57,9 @@ struct Mock {
     local: bool,
     /// Whether the source is in `LOCAL_ADDRS` as a subnet's broadcast address.
     src_broadcast: bool,
+    /// What `hand_off` stored, in order, and whether the map takes more.
+    handoffs: Vec<(HandoffKey, CookieMeta)>,
+    handoff_full: bool,
 }
 
 impl Mock {
@@ -88,6 +93,8 @@ impl Mock {
             kernel_ecn: 1,
             local: true,
             src_broadcast: false,
+            handoffs: vec![],
+            handoff_full: false,
         }
     }
     fn mode(mut self, m: Mode) -> Mock {
@@ -143,6 +150,23 @@ impl Env for Mock {
     fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool {
         self.kernel_checks.push((v6, l3, l4));
         self.kernel_cookie
+    }
+    fn hand_off(
+        &mut self,
+        flow: &Flow,
+        key: &KeySlot,
+        d: &Decoded,
+        opts: &TcpOptions,
+        tcph: &TcpHeader,
+    ) -> bool {
+        if self.handoff_full {
+            return false;
+        }
+        self.handoffs.push((
+            HandoffKey::new(flow, tcph.seq, tcph.ack),
+            CookieMeta::new(key, d, opts, tcph),
+        ));
+        true
     }
     fn iface(&self) -> Option<IfaceFacts> {
         self.mac.map(|mac| IfaceFacts {
@@ -368,7 +392,7 @@ fn ack_for(syn: &Seg, r: &Reply, ts: Option<(u32, u32)>) -> Seg {
     a
 }
 
-/// Handshake through `process`: SYN -> Tx -> check reply -> ACK -> PassWithMeta.
+/// Handshake through `process`: SYN -> Tx -> check reply -> ACK -> HandOff.
 fn handshake(mut syn: Seg, offer: Offer, ecn_syn: bool, env: &mut Mock) -> CookieMeta {
     syn.options = offer_bytes(&offer);
     if ecn_syn {
@@ -398,9 +422,21 @@ fn handshake(mut syn: Seg, offer: Offer, ecn_syn: bool, env: &mut Mock) -> Cooki
     let before = af.clone();
     let v = run(&mut af, env);
     assert_eq!(af, before, "the ACK is not modified");
-    let Verdict::PassWithMeta(m) = v else {
+    let (Verdict::HandOff, Some(&(at, m))) = (v, env.handoffs.last()) else {
         panic!("cookie ACK refused: {v:?} {:?}", env.reasons())
     };
+    // Stored under this very segment: both addresses and ports, seq and ack.
+    let flow = if ack.v6 {
+        Flow::v6(ack.src, ack.dst, ack.sport, ack.dport)
+    } else {
+        Flow::v4(
+            ack.src[..4].try_into().unwrap(),
+            ack.dst[..4].try_into().unwrap(),
+            ack.sport,
+            ack.dport,
+        )
+    };
+    assert_eq!(at, HandoffKey::new(&flow, ack.seq, ack.ack));
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckValid));
     // Bound to this ACK, so TC hands it off for this segment only.
     assert!(m.describes(ack.seq, ack.ack, ack.sport, ack.dport));
@@ -676,7 +712,7 @@ fn previous_key_slot_still_validates() {
     env.state.active_key = 0;
     let tsv = u32::from_be_bytes(r.options[8..12].try_into().unwrap());
     let mut af = ack_for(&syn, &r, Some((5, tsv))).frame();
-    let Verdict::PassWithMeta(m) = run(&mut af, &mut env) else {
+    let (Verdict::HandOff, Some(&(_, m))) = (run(&mut af, &mut env), env.handoffs.last()) else {
         panic!("{:?}", env.reasons())
     };
     assert_eq!(
@@ -729,7 +765,7 @@ fn forged_acks_are_dropped() {
         assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
     }
     let mut af = good.frame();
-    assert!(matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)));
+    assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
 }
 
 #[test]
@@ -1116,7 +1152,7 @@ fn extension_headers_and_vlan_stacks_are_answered() {
                 let tsv = u32::from_be_bytes(r.options[8..12].try_into().unwrap());
                 let mut af = ack_for(&s, &r, Some((1, tsv))).frame();
                 assert!(
-                    matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)),
+                    matches!(run(&mut af, &mut env), Verdict::HandOff),
                     "{s:?}: {:?}",
                     env.reasons()
                 );
@@ -1260,7 +1296,7 @@ fn ip_options_syn_answered_without_them() {
     a.ip_options = vec![1, 1, 1, 1, 1, 1, 1, 0];
     let mut af = a.frame();
     assert!(
-        matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)),
+        matches!(run(&mut af, &mut env), Verdict::HandOff),
         "{:?}",
         env.reasons()
     );
@@ -1763,7 +1799,7 @@ fn cookies_of_a_slot_never_minted_with_are_refused() {
     // Once minted with, the slot accepts it.
     env.minted[1] = minted_mark(KEY1.epoch);
     let mut af = ack.frame();
-    assert!(matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)));
+    assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
 }
 
 #[test]
@@ -1797,6 +1833,24 @@ fn monitor_mode_counts_valid_cookies_but_never_hands_off() {
     let mut af = ack.frame();
     assert_eq!(run(&mut af, &mut env), Verdict::Pass);
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckValid));
+    assert!(env.handoffs.is_empty(), "monitor mode stored a hand-off");
+}
+
+#[test]
+fn a_hand_off_the_map_refuses_passes_and_counts_reqsk_failed() {
+    let syn = Seg::syn4();
+    let mut env = Mock::new().mode(Mode::Always);
+    let ack = minted_ack(&mut env, &syn);
+    env.handoff_full = true;
+    let mut af = ack.frame();
+    // Passed on, as any ACK without an entry: TC counts it, the kernel resets it.
+    assert_eq!(run(&mut af, &mut env), Verdict::Pass);
+    assert_eq!(env.counts.last(), Some(&Counter::ReqskFailed));
+    env.handoff_full = false;
+    let mut af = ack.frame();
+    assert_eq!(run(&mut af, &mut env), Verdict::HandOff);
+    assert_eq!(env.counts.last(), Some(&Counter::CookieAckValid));
+    assert_eq!(env.handoffs.len(), 1);
 }
 
 #[test]
@@ -1818,13 +1872,13 @@ fn forged_acks_never_reach_the_options_walk() {
     let mut a = good.clone();
     a.options = lying;
     let mut af = a.frame();
-    assert!(matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)));
+    assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckValid));
     // The same overrun after the timestamps: validated with what was parsed.
     let mut a = good.clone();
     a.options.extend([1, 1, 30, 9]);
     let mut af = a.frame();
-    assert!(matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)));
+    assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckValid));
     // The right ISN with a wrong TSecr fails after the walk.
     let mut a = good.clone();
@@ -1899,6 +1953,6 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
     env.kernel_cookie = true;
     let good = minted_ack(&mut env, &Seg::syn4());
     let mut af = good.frame();
-    assert!(matches!(run(&mut af, &mut env), Verdict::PassWithMeta(_)));
+    assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
     assert!(env.kernel_checks.is_empty());
 }

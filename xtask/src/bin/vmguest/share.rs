@@ -12,7 +12,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
-use synguard_harness::{fixture::VethPair, netns::in_netns, synguard::Daemon};
+use synguard_harness::{
+    fixture::{VethPair, pin_dir},
+    netns::in_netns,
+    synguard::Daemon,
+};
 
 use crate::{
     Args, Results, Suite,
@@ -109,6 +113,16 @@ fn start_synguard(args: &Args, t: &VethPair, attach: &str) -> Result<Daemon> {
     Ok(d)
 }
 
+/// The id of the TC link synguard pinned on the server interface.
+fn tc_link_id(t: &VethPair) -> Result<u32> {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let pin = pin_dir(&t.a.iface).join(synguard_common::maps::names::TC_LINK);
+    let link: FdLink = PinnedLink::from_pin(&pin)
+        .with_context(|| format!("opening {}", pin.display()))?
+        .into();
+    Ok(link.info()?.id())
+}
+
 fn stop(mut d: Daemon) -> Result<()> {
     d.signal(Signal::SIGINT);
     let st = d.wait_exit(Duration::from_secs(30))?;
@@ -161,6 +175,21 @@ fn one_order(args: &Args, t: &VethPair, synguard_first: bool) -> Result<String> 
             &listener,
             "after xdp-filter joined synguard's dispatcher",
         )?;
+        // A handover restart in the dispatcher: the TC link (the hand-off) stays the same
+        // link, its program swapped in place, and both still enforce after.
+        let tc_before = tc_link_id(t)?;
+        let mut d = d;
+        d.signal(Signal::SIGUSR2);
+        let st = d.wait_exit(Duration::from_secs(30))?;
+        if !st.success() {
+            bail!("synguard exited with {st} on SIGUSR2: {}", d.log().trim());
+        }
+        let d = start_synguard(args, t, "dispatcher")?;
+        let tc_after = tc_link_id(t)?;
+        if tc_after != tc_before {
+            bail!("the restart re-attached TC (link {tc_before} became {tc_after})");
+        }
+        both_enforce(args, t, &listener, "after a restart in the dispatcher")?;
         // xdp-filter leaves first: synguard keeps answering.
         xdp_filter(t, &["unload", &t.a.iface])?;
         let s = Suite {
@@ -175,7 +204,8 @@ fn one_order(args: &Args, t: &VethPair, synguard_first: bool) -> Result<String> 
             bail!("an XDP program is left after both left");
         }
         Ok(format!(
-            "both enforce ({hs}); each leaves the other running"
+            "both enforce ({hs}), also after a restart that kept TC link {tc_before}; each \
+             leaves the other running"
         ))
     } else {
         load_filter()?;
