@@ -30,7 +30,9 @@
 //! Two key slots are live (active and previous), so the rate per forged ACK is at most
 //! 2 x 2^-27 = 2^-26 without timestamps when both slots minted recently, 2^-27 when only
 //! one did, and 0 when none did (the data path tries a slot only after minting with its
-//! current key, see [`crate::maps::minted_mark`]); with timestamps at most 2^-57. Linux's
+//! current key, see [`crate::maps::minted_mark`]); with timestamps at most 2^-57. With a
+//! shared key file the controller marks both slots as minted (the fleet minted them), so
+//! there the rate is 2^-26 (2^-57) at all times. Linux's
 //! syncookies, for comparison, are about 2^-28 and are tried only within two minutes of a
 //! listener overflow.
 //! A legitimate ACK with timestamps whose cookie came from the previous slot is refused

@@ -318,7 +318,9 @@ pub const KEY_SLOTS: u32 = 2;
 /// lives two periods (active, then previous), so a cookie is accepted only if synguard
 /// minted with its key within the last two key periods: a fresh daemon, or an `auto`
 /// server that never engaged, accepts none, and a forger has nothing to guess against.
-/// Only XDP writes it; the controller never needs to, since a new key has a new epoch.
+/// XDP writes it; the controller clears a slot's mark when it installs a random key there,
+/// and with a shared key file (`--key-file`) sets both slots' marks, since then the fleet
+/// minted with them, maybe not this host.
 pub const MINTED_SLOTS: u32 = KEY_SLOTS;
 
 /// The `MINTED` value for a key epoch: the epoch with bit 32 set, so that 0 (the map's

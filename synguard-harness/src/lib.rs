@@ -22,6 +22,7 @@
 pub mod bpfobj;
 pub mod cleanup;
 pub mod client;
+pub mod ecmp;
 pub mod fixture;
 pub mod flood;
 pub mod netns;

@@ -166,6 +166,9 @@ pub struct Synguard {
     netns: String,
     /// The fixture whose teardown kills its daemons.
     owner: Option<u64>,
+    /// A program (with arguments) the binary runs under, e.g. `unshare` for fresh mount
+    /// and PID namespaces like a container's.
+    wrapper: Vec<String>,
 }
 
 impl Synguard {
@@ -174,7 +177,14 @@ impl Synguard {
             bin: bin.into(),
             netns: netns.to_string(),
             owner: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the binary as `WRAPPER... BIN ARGS` (still in the network namespace).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Synguard {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Daemons started from here are killed when fixture `id` is torn down.
@@ -189,7 +199,14 @@ impl Synguard {
 
     /// `synguard ARGS` in the namespace, logging at info.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = netns::command(&self.netns, &self.bin);
+        let mut c = match self.wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = netns::command(&self.netns, w);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+            None => netns::command(&self.netns, &self.bin),
+        };
         c.args(args).env("RUST_LOG", "info").stdin(Stdio::null());
         c
     }

@@ -244,6 +244,14 @@ pub struct RunArgs {
     /// Key rotation period, 1s-24h; a cookie stays valid at least this long [default: 60s].
     #[arg(long, value_parser = parse_rotation)]
     pub key_rotation: Option<Duration>,
+    /// Shared cookie secret for a fleet behind ECMP/anycast: a file of 64 hex digits (32
+    /// bytes, e.g. `openssl rand -hex 32`), optionally one trailing newline, readable by its
+    /// owner only (refused otherwise). Each epoch's key is HKDF-SHA256 of it and the epoch
+    /// (unix time / key rotation), so hosts sharing the file and NTP agree; tolerates clock
+    /// skew up to a quarter of the rotation. Its directory is watched: a new secret takes
+    /// over at the next epoch not yet installed [default: a random key per host].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
     #[command(flatten)]
     pub settings: SettingFlags,
     /// On SIGINT/SIGTERM, exit but leave the programs attached and the pins (keys, counters)
@@ -324,6 +332,7 @@ impl RunArgs {
                 .key_rotation
                 .or(file.key_rotation)
                 .unwrap_or(settings::DEFAULT_ROTATION),
+            key_file: self.key_file.clone().or(file.key_file),
             keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
             fix_sysctls: self.fix_sysctls,
             config_path: None,

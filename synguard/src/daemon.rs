@@ -51,6 +51,8 @@ pub struct RunOpts {
     pub xdp_attach: XdpAttach,
     pub xdp_priority: u32,
     pub rotation: Duration,
+    /// Shared cookie secret (`--key-file`); `None`: a random key per host.
+    pub key_file: Option<PathBuf>,
     pub keep_attached: bool,
     /// Set the required sysctls instead of refusing to start without them.
     pub fix_sysctls: bool,
@@ -128,6 +130,8 @@ struct Attached {
     ring: keys::KeyRing,
     config: Array<MapData, Config>,
     key_rotated_unix: u64,
+    /// The shared secret(s) with `--key-file`.
+    secrets: Option<keys::SecretSchedule>,
     /// `members[0]` is [`RunOpts::iface`]: the maps the interfaces share are pinned in its
     /// directory, and every other member pins the same maps in its own
     /// ([`names::PER_IFACE`] excepted).
@@ -237,6 +241,10 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     }
     check::require_kernel()?;
     require_sysctls(o.fix_sysctls)?;
+    let secrets = match &o.key_file {
+        Some(p) => Some(keys::SecretSchedule::new(p.clone(), keys::Secret::read(p)?)),
+        None => None,
+    };
     let ncpus = settings::ncpus()?;
     let metrics_listener = match o.metrics {
         Some(addr) => Some(std::net::TcpListener::bind(addr).with_context(|| {
@@ -249,18 +257,19 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     };
 
     let first = Claim::new(&o.iface, ifindexes[0])?;
-    let (ring, config, key_rotated_unix, (counters, mode, reason)) = match setup(&o, &first, ncpus)
-    {
-        Ok(a) => a,
-        Err(e) => {
-            first.undo();
-            return Err(e);
-        }
-    };
+    let (ring, config, key_rotated_unix, (counters, mode, reason)) =
+        match setup(&o, &first, ncpus, secrets.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                first.undo();
+                return Err(e);
+            }
+        };
     let mut att = Attached {
         ring,
         config,
         key_rotated_unix,
+        secrets,
         members: vec![Member::new(first, counters, mode, reason)],
     };
     for (name, &ifindex) in o.also.iter().zip(&ifindexes[1..]) {
@@ -282,6 +291,8 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         xdp_mode: att.members[0].mode,
         xdp_reason: att.members[0].reason.clone(),
         config: o.config_path.clone(),
+        pid_ns: state_dir::pid_ns(),
+        key_file: o.key_file.clone(),
     };
     store_run_state(&rs, &att);
 
@@ -425,6 +436,7 @@ fn setup(
     o: &RunOpts,
     c: &Claim,
     ncpus: u32,
+    secrets: Option<&keys::SecretSchedule>,
 ) -> Result<(keys::KeyRing, Array<MapData, Config>, u64, Attach)> {
     let (mut ebpf, choice, via_dispatcher) = load_member(o, c)?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
@@ -436,23 +448,45 @@ fn setup(
     let mut ring = keys::KeyRing::new(
         Array::try_from(take(&mut ebpf, names::KEYS)?)?,
         Array::try_from(take(&mut ebpf, names::STATE)?)?,
+        Array::try_from(take(&mut ebpf, names::MINTED)?)?,
     );
-    let reused = ring.init_or_reuse(o.tunables.wscale)?;
-    let epoch = ring.active()?.epoch;
-    // Keep the previous run's rotation schedule when its record matches the pinned keys,
-    // so a restart neither shortens a key's life nor resets it.
-    let key_rotated_unix = match RunState::load(&o.iface) {
-        Some(prev) if reused && prev.key_epoch == epoch => prev.key_rotated_unix,
-        _ => run_state::unix_now(),
-    };
-    info!(
-        "cookie key epoch {epoch} ({})",
-        if reused {
-            "reused from the pinned maps"
-        } else {
-            "new"
+    let key_rotated_unix = if let Some(s) = secrets {
+        let (now, period) = (run_state::unix_now(), o.rotation.as_secs());
+        let plan = keys::plan(now, period, keys::skew_margin(period));
+        let changed = ring.apply_plan(plan, s, o.tunables.wscale)?;
+        info!(
+            "cookie keys from the shared secret in {}: epochs {} and {}, minting {} ({}; \
+             tolerated clock skew {}s)",
+            s.path.display(),
+            plan.epochs[0],
+            plan.epochs[1],
+            plan.epochs[plan.active as usize],
+            if changed {
+                "installed"
+            } else {
+                "already in the pinned maps"
+            },
+            keys::skew_margin(period)
+        );
+        now - now % period.max(1)
+    } else {
+        let reused = ring.init_or_reuse(o.tunables.wscale)?;
+        let epoch = ring.active()?.epoch;
+        info!(
+            "cookie key epoch {epoch} ({})",
+            if reused {
+                "reused from the pinned maps"
+            } else {
+                "new"
+            }
+        );
+        // Keep the previous run's rotation schedule when its record matches the pinned
+        // keys, so a restart neither shortens a key's life nor resets it.
+        match RunState::load(&o.iface) {
+            Some(prev) if reused && prev.key_epoch == epoch => prev.key_rotated_unix,
+            _ => run_state::unix_now(),
         }
-    );
+    };
     let attached = attach_member(o, c, ebpf, choice, via_dispatcher)?;
     Ok((ring, config, key_rotated_unix, attached))
 }
@@ -680,8 +714,9 @@ async fn event_loop(
             }
             let l = tokio::net::TcpListener::from_std(l)?;
             let reg = Arc::new(metrics::registry(live.clone()));
-            info!("metrics on http://{addr}/metrics");
-            Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg))))
+            info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+            let health = health_check(live.clone());
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg, health))))
         }
         None => None,
     };
@@ -709,10 +744,22 @@ async fn event_loop(
     let mut last_peer_check = Instant::now();
 
     // Next rotation: one period after the active key was installed (maybe by a previous run).
-    let age = Duration::from_secs(run_state::unix_now().saturating_sub(att.key_rotated_unix));
-    let first = o.rotation.saturating_sub(age);
+    // With a key file: at the next change of the shared schedule instead.
+    let first = match att.secrets {
+        Some(_) => until_next_plan(o.rotation),
+        None => {
+            let age =
+                Duration::from_secs(run_state::unix_now().saturating_sub(att.key_rotated_unix));
+            o.rotation.saturating_sub(age)
+        }
+    };
     let rotate_at = tokio::time::sleep(first);
     tokio::pin!(rotate_at);
+    let (key_tx, mut key_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _key_watch = match &att.secrets {
+        Some(s) => Some(watch_key_file(&s.path, key_tx)?),
+        None => None,
+    };
     service::ready(&status_line(o, att, rs, hyst.engaged));
 
     let exit = loop {
@@ -733,7 +780,7 @@ async fn event_loop(
                     ),
                 }
                 live.set_served(att.served());
-                if o.rotation != old_rotation {
+                if o.rotation != old_rotation && att.secrets.is_none() {
                     let age = Duration::from_secs(run_state::unix_now().saturating_sub(rs.key_rotated_unix));
                     rotate_at.as_mut().reset(tokio::time::Instant::now() + o.rotation.saturating_sub(age));
                     rs.rotation_secs = o.rotation.as_secs();
@@ -748,7 +795,39 @@ async fn event_loop(
                     None => std::future::pending().await,
                 }
             } => service::watchdog(),
+            Some(()) = key_rx.recv() => {
+                while key_rx.try_recv().is_ok() {}
+                if let Some(s) = att.secrets.as_mut() {
+                    reread_key_file(&o.iface, s, o.rotation);
+                }
+            }
             _ = &mut rotate_at => {
+              if att.secrets.is_some() {
+                let cfg = att.config.get(&0, 0)?;
+                let (now, period) = (run_state::unix_now(), o.rotation.as_secs());
+                let plan = keys::plan(now, period, keys::skew_margin(period));
+                if let Some(s) = &att.secrets
+                    && att.ring.apply_plan(plan, s, cfg.wscale.min(14))?
+                {
+                    let k = att.ring.active()?;
+                    if k.epoch != rs.key_epoch {
+                        rs.key_rotated_unix = now - now % period.max(1);
+                        live.set_key_rotated(rs.key_rotated_unix);
+                        rs.key_epoch = k.epoch;
+                        store_run_state(rs, att);
+                        info!("{}: minting with shared-secret epoch {}", att.names(), k.epoch);
+                        service::status(&status_line(o, att, rs, hyst.engaged));
+                    } else {
+                        info!(
+                            "{}: installed shared-secret epoch {} ahead of its start",
+                            att.names(),
+                            plan.epochs[(plan.active ^ 1) as usize]
+                        );
+                    }
+                }
+                rotate_at.as_mut().reset(tokio::time::Instant::now() + until_next_plan(o.rotation));
+                continue;
+              }
                 // wscale comes from CONFIG, so `synguard set wscale` applies from here on.
                 let cfg = att.config.get(&0, 0)?;
                 let k = att.ring.rotate(cfg.wscale.min(14))?;
@@ -762,6 +841,7 @@ async fn event_loop(
             }
             scheduled = sample.tick() => {
                 live.tick_ran_late(tokio::time::Instant::now().saturating_duration_since(scheduled));
+                live.beat();
                 let now = Instant::now();
                 if let Err(e) = list_flags.refresh() {
                     warn!("{}: cannot recount the allow/deny lists: {e:#}", o.iface);
@@ -847,6 +927,123 @@ async fn event_loop(
         }
     };
     Ok(exit)
+}
+
+/// The event loop ticks every [`auto::SAMPLE`]; /healthz fails once it has not for this
+/// long (a loop blocked or stuck, e.g. on a hung map syscall).
+const HEALTH_STALE: Duration = Duration::from_secs(5);
+
+/// GET /healthz: 200 while the event loop ticks and both program links are attached to the
+/// interface (read from their pins, as a restart would find them), 503 with the reason
+/// otherwise.
+fn health_check(live: Arc<Live>) -> metrics::Health {
+    Arc::new(move || {
+        let since = live.since_beat();
+        if since > HEALTH_STALE {
+            return Err(format!(
+                "event loop stalled: no tick for {}",
+                if since == Duration::MAX {
+                    "ever".to_string()
+                } else {
+                    format!("{:.1}s", since.as_secs_f64())
+                }
+            ));
+        }
+        let mut ok = Vec::new();
+        for m in live.served() {
+            let name = &m.iface;
+            let ifindex = name
+                .parse::<IfaceName>()
+                .map_err(|e| format!("{name}: {e}"))
+                .and_then(|n| iface::ifindex(&n).map_err(|e| format!("{name}: {e:#}")))?;
+            match attach::existing_links(&m.dir, ifindex) {
+                Ok(Existing::Live { xdp, tc }) => {
+                    ok.push(format!("{name}: XDP link {} and TC link {}", xdp.id, tc.id));
+                }
+                // Sharing the hook: the dispatcher holds the XDP program, no link pin.
+                Ok(Existing::Dispatcher { tc }) => match xdp_dispatcher::hook(ifindex) {
+                    Ok(Hook::Dispatcher { prog_id, .. }) => {
+                        ok.push(format!(
+                            "{name}: XDP dispatcher {prog_id} and TC link {}",
+                            tc.id
+                        ));
+                    }
+                    _ => return Err(format!("{name}: programs not attached: no XDP dispatcher")),
+                },
+                Ok(Existing::None) => {
+                    return Err(format!("{name}: programs not attached: no link pins"));
+                }
+                Ok(Existing::Stale) => {
+                    return Err(format!(
+                        "{name}: programs not attached: link pins missing or stale"
+                    ));
+                }
+                Err(e) => return Err(format!("{name}: cannot read the link pins: {e:#}")),
+            }
+        }
+        if ok.is_empty() {
+            return Err("no interface served".into());
+        }
+        Ok(format!("ok: {}", ok.join("; ")))
+    })
+}
+
+/// How long until [`keys::plan`] changes (a little after, so the new second has begun).
+fn until_next_plan(rotation: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let period = rotation.as_secs().max(1);
+    let next = keys::next_change(now.as_secs(), period, keys::skew_margin(period));
+    Duration::from_secs(next).saturating_sub(now) + Duration::from_millis(5)
+}
+
+/// Watches the key file's directory (a Kubernetes Secret volume replaces the file by
+/// swapping its `..data` symlink, which a watch on the file itself would miss) and sends
+/// one `()` per batch of events.
+fn watch_key_file(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<notify::INotifyWatcher> {
+    use notify::Watcher;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut w = notify::INotifyWatcher::new(
+        move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = tx.send(());
+            }
+        },
+        notify::Config::default(),
+    )
+    .context("starting the key file watcher (inotify)")?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {} for key file changes", dir.display()))?;
+    info!("watching {} for changes of the key file", dir.display());
+    Ok(w)
+}
+
+/// Something changed in the key file's directory: a valid new secret takes over at the
+/// first epoch not yet installed; a bad file is refused and the current secret stays.
+fn reread_key_file(iface: &IfaceName, s: &mut keys::SecretSchedule, rotation: Duration) {
+    let new = match keys::Secret::read(&s.path) {
+        Ok(n) => n,
+        Err(e) => {
+            error!("{iface}: key file changed but is refused, keeping the current secret: {e:#}");
+            return;
+        }
+    };
+    let (now, period) = (run_state::unix_now(), rotation.as_secs());
+    if let Some(from) = s.change(new, now, period, keys::skew_margin(period)) {
+        info!(
+            "{iface}: new secret in {}: it mints from epoch {from} (unix {}); the keys of the \
+             old one stay valid until then and one period longer",
+            s.path.display(),
+            u64::from(from) * period.max(1)
+        );
+    }
 }
 
 /// The STATUS= line systemctl status shows.
@@ -957,7 +1154,7 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
             changes += 1;
         }
     }
-    if new.rotation != o.rotation {
+    if new.rotation != o.rotation && o.key_file.is_none() {
         changes += 1;
         info!(
             "{}: reload: key_rotation = {} (was {})",
@@ -999,9 +1196,28 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
         RunState::remove(&m.iface);
     }
     let first_dir = att.members[0].dir.clone();
-    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls);
+    if new.key_file != o.key_file {
+        warn!(
+            "{}: reload: key_file changes from {:?} to {:?} only with a restart; the watched \
+             file stays {:?}",
+            o.iface, o.key_file, new.key_file, o.key_file
+        );
+    }
+    let mut new = new;
+    if o.key_file.is_some() && new.rotation != o.rotation {
+        // The epoch numbers of a shared secret come from the period: every host must
+        // change it at once, so only a restart of each does.
+        warn!(
+            "{}: reload: with a key file, key_rotation changes only with a restart (every \
+             host must agree on it); keeping {}",
+            o.iface,
+            humantime::format_duration(o.rotation)
+        );
+        new.rotation = o.rotation;
+    }
+    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file.clone());
     *o = new;
-    (o.metrics, o.xdp_mode, o.fix_sysctls) = keep;
+    (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file) = keep;
     let mut failed = None;
     for (name, ifindex) in added {
         match join(o, &first_dir, &name, ifindex) {

@@ -112,6 +112,10 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         ..Default::default()
     };
     let o = args.resolve()?;
+    // `run` refuses a bad key file before anything else, so this does too.
+    if let Some(k) = &o.key_file {
+        keys::Secret::read(k)?;
+    }
     let list = |l: Option<&[ipnet::IpNet]>| match l {
         Some(v) => format!("{} entries (owned by the file)", v.len()),
         None => "not in the file (managed live)".into(),
@@ -128,6 +132,13 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         list(o.allow.as_deref()),
         list(o.deny.as_deref())
     );
+    if let Some(k) = &o.key_file {
+        println!(
+            "{}: key file {} ok (owner-only, 32 bytes)",
+            path.display(),
+            k.display()
+        );
+    }
     Ok(())
 }
 

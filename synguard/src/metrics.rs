@@ -38,6 +38,8 @@ pub struct Live {
     syn_rate_bits: AtomicU64,
     engaged_transitions: AtomicU64,
     key_rotated_unix: AtomicU64,
+    /// Unix milliseconds of the event loop's last tick, for /healthz.
+    loop_beat_ms: AtomicU64,
     /// The interfaces the daemon serves now (a reload may add or remove some).
     served: Mutex<Vec<Served>>,
     /// How late each auto-mode sample tick ran after its scheduled instant: what a blocked
@@ -57,11 +59,21 @@ impl Default for Live {
             syn_rate_bits: AtomicU64::default(),
             engaged_transitions: AtomicU64::default(),
             key_rotated_unix: AtomicU64::default(),
+            loop_beat_ms: AtomicU64::default(),
             served: Mutex::default(),
             tick_lateness: Histogram::new(TICK_LATENESS_BUCKETS),
             tick_lateness_max_ns: AtomicU64::default(),
         }
     }
+}
+
+/// What GET /healthz answers: `Ok(text)` is 200, `Err(why)` 503. Run off the event loop.
+pub type Health = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One interface the daemon serves, as a scrape reads it.
@@ -80,6 +92,17 @@ impl Live {
         self.tick_lateness.observe(late.as_secs_f64());
         self.tick_lateness_max_ns
             .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
+    }
+    /// The event loop is alive: called from its every tick.
+    pub fn beat(&self) {
+        self.loop_beat_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+    /// Time since the last [`Live::beat`] (forever if none).
+    pub fn since_beat(&self) -> Duration {
+        match self.loop_beat_ms.load(Ordering::Relaxed) {
+            0 => Duration::MAX,
+            b => Duration::from_millis(unix_ms().saturating_sub(b)),
+        }
     }
     pub fn set_served(&self, served: Vec<Served>) {
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) = served;
@@ -494,7 +517,7 @@ pub fn registry(live: Arc<Live>) -> Registry {
 }
 
 /// Accepts scrapes until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Health) {
     let slots = Arc::new(Semaphore::new(16));
     loop {
         let Ok((sock, _)) = listener.accept().await else {
@@ -506,14 +529,20 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             continue;
         };
         let registry = registry.clone();
+        let health = health.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), handle(sock, &registry)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), handle(sock, &registry, health)).await;
             drop(permit);
         });
     }
 }
 
-async fn handle(mut sock: TcpStream, registry: &Arc<Registry>) -> std::io::Result<()> {
+async fn handle(
+    mut sock: TcpStream,
+    registry: &Arc<Registry>,
+    health: Health,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
@@ -534,6 +563,15 @@ async fn handle(mut sock: TcpStream, registry: &Arc<Registry>) -> std::io::Resul
         .lines()
         .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
     let (status, ctype, body) = match (method, path) {
+        ("GET", "/healthz") => match tokio::task::spawn_blocking(move || health()).await {
+            Ok(Ok(text)) => ("200 OK", "text/plain", text + "\n"),
+            Ok(Err(why)) => ("503 Service Unavailable", "text/plain", why + "\n"),
+            Err(_) => (
+                "503 Service Unavailable",
+                "text/plain",
+                "health check failed\n".into(),
+            ),
+        },
         ("GET", "/metrics") => {
             // Reading the maps and the socket tables is blocking work: off the event loop,
             // so a scrape never delays the auto-mode tick or key rotation.

@@ -30,6 +30,13 @@ pub struct RunState {
     /// The config file the daemon runs from (and reloads on SIGHUP), if any.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// The daemon's PID namespace (inode): `pid` means something only to a process in the
+    /// same one (a restarted pod has a new one). `None` in records of older versions.
+    #[serde(default)]
+    pub pid_ns: Option<u64>,
+    /// The shared secret's file (`--key-file`), if the keys come from one.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl RunState {
@@ -45,6 +52,10 @@ impl RunState {
     /// The pid of the daemon the record names, if that process is still a live synguard.
     pub fn live_pid(iface: &IfaceName) -> Option<u32> {
         Self::load(iface)
+            .filter(|r| {
+                r.pid_ns
+                    .is_none_or(|ns| Some(ns) == crate::state_dir::pid_ns())
+            })
             .map(|r| r.pid)
             .filter(|&pid| is_synguard(pid))
     }
@@ -114,6 +125,8 @@ mod tests {
             xdp_mode: Some(XdpMode::Native),
             xdp_reason: "why".into(),
             config: None,
+            pid_ns: Some(4026531836),
+            key_file: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"xdp_mode\":\"native\""), "{text}");

@@ -722,6 +722,7 @@ pub struct FileConfig {
     pub xdp_attach: Option<crate::xdp_dispatcher::XdpAttach>,
     pub xdp_priority: Option<u32>,
     pub key_rotation: Option<Duration>,
+    pub key_file: Option<std::path::PathBuf>,
     pub keep_attached: Option<bool>,
     pub settings: Vec<Setting>,
 }
@@ -734,6 +735,7 @@ const FILE_ONLY_KEYS: &[&str] = &[
     "xdp_attach",
     "xdp_priority",
     "key_rotation",
+    "key_file",
     "keep_attached",
 ];
 
@@ -775,6 +777,10 @@ impl FileConfig {
                 "key_rotation" => {
                     fc.key_rotation = Some(parse_rotation(&as_str(v)?).map_err(anyhow::Error::msg)?)
                 }
+                "key_file" => match v {
+                    toml::Value::String(s) if !s.is_empty() => fc.key_file = Some(s.into()),
+                    _ => bail!("key_file: expected a path (a string)"),
+                },
                 "keep_attached" => match v {
                     toml::Value::Boolean(b) => fc.keep_attached = Some(*b),
                     _ => bail!("keep_attached: expected true or false"),

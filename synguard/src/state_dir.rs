@@ -66,10 +66,55 @@ pub fn restrict(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The inode the kernel gives the initial PID namespace (`PROC_PID_INIT_INO`), fixed since
+/// Linux 3.8.
+const PID_NS_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// This process's PID namespace (the inode of `/proc/self/ns/pid`), if /proc tells.
+pub fn pid_ns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// Why this process runs in a container, if it does: its own PID namespace (Docker,
+/// Kubernetes and `unshare -p` all give one), or the marks container runtimes leave
+/// (`container=` from podman, systemd-nspawn and LXC; `/run/.containerenv`; a Kubernetes
+/// pod's service variables).
+pub fn container_hint() -> Option<String> {
+    if let Some(ino) = pid_ns()
+        && ino != PID_NS_INIT_INO
+    {
+        return Some(format!("it has its own PID namespace, pid:[{ino}]"));
+    }
+    if let Ok(v) = std::env::var("container")
+        && !v.is_empty()
+    {
+        return Some(format!("container={v} is set"));
+    }
+    if Path::new("/run/.containerenv").exists() {
+        return Some("/run/.containerenv exists".into());
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Some("KUBERNETES_SERVICE_HOST is set".into());
+    }
+    None
+}
+
 fn ensure_bpffs() -> Result<()> {
     use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
     if statfs(BPFFS).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
+    }
+    // A bpffs mounted here would live in the container's mount namespace and die with it,
+    // and with it the pins that carry programs, keys and lists across a restart.
+    if let Some(why) = container_hint() {
+        bail!(
+            "{BPFFS} is not a bpffs mount and synguard runs in a container ({why}): refusing \
+             to mount a bpffs of its own, whose pins would die with the container. Mount the \
+             host's bpffs at {BPFFS} (Kubernetes: a hostPath volume for /sys/fs/bpf; docker \
+             or podman: -v /sys/fs/bpf:/sys/fs/bpf), after mounting it on the host if needed \
+             (mount -t bpf bpf /sys/fs/bpf)"
+        );
     }
     fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
     nix::mount::mount(

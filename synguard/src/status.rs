@@ -38,6 +38,9 @@ pub struct StatusOut {
     /// Seconds since the active key was installed, when the daemon recorded it.
     pub key_age_secs: Option<u64>,
     pub key_rotation_secs: Option<u64>,
+    /// The shared secret's file when the keys come from one (`--key-file`); `None`: a
+    /// random key of this host.
+    pub key_file: Option<String>,
     /// Window scale of the active key; `wscale` is the one the next rotation will use.
     pub wscale_active: u8,
     /// What `CONFIG` holds for the machine-wide `synack_rate`.
@@ -70,11 +73,9 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
     });
     let rs = RunState::load(iface);
     // Probing the daemon lock could make a concurrently starting `run` fail, so look at the
-    // recorded pid instead.
-    let daemon = rs
-        .as_ref()
-        .map(|r| r.pid)
-        .filter(|&pid| run_state::is_synguard(pid));
+    // recorded pid instead (only from the daemon's own PID namespace: another's pids,
+    // a pod's, name other processes here).
+    let daemon = RunState::live_pid(iface);
     let snap = p.snapshot()?;
     let active = snap.active_key();
     Ok(StatusOut {
@@ -92,6 +93,10 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
             .as_ref()
             .map(|r| run_state::unix_now().saturating_sub(r.key_rotated_unix)),
         key_rotation_secs: rs.as_ref().map(|r| r.rotation_secs),
+        key_file: rs
+            .as_ref()
+            .and_then(|r| r.key_file.as_ref())
+            .map(|p| p.display().to_string()),
         wscale_active: active.wscale,
         synack_rate_per_cpu: snap.config.synack_rate_per_cpu,
         settings: snap.tunables,
@@ -153,7 +158,11 @@ pub fn status(iface: &IfaceName, json: bool) -> Result<()> {
             )
         })
         .unwrap_or_default();
-    println!("key           epoch {}{age}{every}", s.key_epoch);
+    let source = match &s.key_file {
+        Some(f) => format!(", shared secret from {f}"),
+        None => String::new(),
+    };
+    println!("key           epoch {}{age}{every}{source}", s.key_epoch);
     if s.wscale_active == t.wscale {
         println!("wscale        {}", t.wscale);
     } else {
