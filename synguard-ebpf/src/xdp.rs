@@ -415,7 +415,7 @@ fn on_drop(ctx: &XdpContext, config: &Config, s: *mut EventScratch, n: u64) {
         }
     }
     let every = u64::from(config.event_sample);
-    if every == 0 || n % every != 0 {
+    if every == 0 || !n.is_multiple_of(every) {
         return;
     }
     let e = &mut s.event;
