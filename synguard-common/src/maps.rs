@@ -156,6 +156,58 @@ impl core::fmt::Display for Mode {
     }
 }
 
+/// How the handshake of a SYN to a protected port completes, stored in [`Config::handoff`].
+/// The value 1 is reserved for `kernel-cookie` (the kernel's own cookie, minted by XDP with
+/// `bpf_tcp_raw_gen_syncookie_*`), not built yet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// XDP answers SYNs with synguard's cookie and TC hands a valid ACK to the listener
+    /// with `bpf_sk_assign_tcp_reqsk` (Linux 6.9+).
+    Kfunc = 0,
+    /// XDP only filters (flags, lists, rate limits, reflection, forged RSTs): it never
+    /// answers a SYN nor validates a cookie; the kernel's own syncookies answer. No TC.
+    Filter = 2,
+}
+
+impl Handoff {
+    pub const ALL: [Handoff; 2] = [Handoff::Kfunc, Handoff::Filter];
+
+    /// The data path's reading of [`Config::handoff`]: an unknown value is `Filter`, which
+    /// never answers a SYN it could not complete.
+    pub const fn from_u8(v: u8) -> Handoff {
+        match v {
+            0 => Handoff::Kfunc,
+            _ => Handoff::Filter,
+        }
+    }
+
+    /// The operator's name (`--handoff`, status, metrics).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Handoff::Kfunc => "kfunc",
+            Handoff::Filter => "filter",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Handoff> {
+        Handoff::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether this mode needs the TC program (and its kfunc).
+    pub const fn needs_tc(self) -> bool {
+        matches!(self, Handoff::Kfunc)
+    }
+}
+
+impl core::fmt::Display for Handoff {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Operator settings: `CONFIG[0]`. Written by `synguard run` and `synguard set`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +246,10 @@ pub struct Config {
     /// Test-only switches ([`Config::TEST_FAIL_META`]); no setting writes them, so they
     /// are 0 in production. Live tests set them in the pinned map.
     pub test_flags: u8,
-    pub _pad: u8,
+    /// How a cookie handshake completes: a [`Handoff`] as u8, chosen by `synguard run`
+    /// (`--handoff`) from what the kernel can do. Not a live setting: it decides which
+    /// programs are attached.
+    pub handoff: u8,
     /// TC sets the bits of `handoff_mask` in `skb->mark` to these on every ACK it hands to a
     /// listener, so a netfilter ruleset (which never saw the SYN or our SYN+ACK, and finds
     /// the ACK `ct state invalid` or `new` without SYN) can accept it. 0: leave the mark.
@@ -236,7 +291,7 @@ impl Config {
         wscale: 7,
         src_prefix6: 64,
         test_flags: 0,
-        _pad: 0,
+        handoff: Handoff::Kfunc as u8,
         handoff_mark: 0x5347,
         handoff_mask: 0xffff,
         ack_rate_on: 1000,
@@ -565,6 +620,12 @@ counters! {
     /// by a program before synguard, or by the sender of a redirected frame); cleared, so TC
     /// never takes it for a hand-off. Counted besides the frame's reason.
     ForeignMetaCleared = "foreign_meta_cleared",
+    /// Filter handoff, engaged: a SYN that passed every filter, passed to the kernel (whose
+    /// own syncookies answer it) instead of being answered in XDP.
+    SynToKernel = "syn_to_kernel",
+    /// Filter handoff, engaged: an ACK to a listener with no socket of its own, passed to
+    /// the kernel, which checks its own cookie; XDP validates none.
+    AckToKernel = "ack_to_kernel",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -615,7 +676,8 @@ impl Counter {
             CookieSent => Class::Verdict(Tx),
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
-            | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed => {
+            | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
+            | AckToKernel => {
                 Class::Verdict(Pass)
             }
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
@@ -665,6 +727,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);
         assert_eq!(core::mem::offset_of!(Config, wscale), 32);
         assert_eq!(core::mem::offset_of!(Config, test_flags), 34);
+        assert_eq!(core::mem::offset_of!(Config, handoff), 35);
         assert_eq!(size_of::<KeySlot>(), 24);
         assert_eq!(size_of::<State>(), 8);
         assert_eq!(size_of::<SrcKey>(), 16);

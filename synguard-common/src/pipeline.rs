@@ -70,6 +70,12 @@
 //!    a listener that would be dropped passes instead when its destination is not ours
 //!    (`NotOurMac`, `NotLocal`: a flow routed through the host).
 //!
+//! In the filter handoff ([`Handoff::Filter`], `Config::handoff`) steps 0-5 and the
+//! reflection check of step 6 are as above, but XDP answers no SYN and checks no cookie:
+//! engaged, a SYN within its per-source budget passes (`SynToKernel`) and a bare ACK to a
+//! listener passes (`AckToKernel`), for the kernel's own syncookies; RST and SYN+ACK to a
+//! listener alone are still dropped (`NoSocketDrop`). Not engaged, as above.
+//!
 //! "Engaged" means mode `Always`, or `Auto` while the controller sets `State::engaged`.
 //! In `Monitor` mode (and for an unknown mode value) every `Drop` is a `Pass`, still
 //! counted under its reason, and SYNs are never answered.
@@ -92,7 +98,7 @@ use crate::dissect::{Located, MAX_IP_LEN, Segment, dissect};
 use crate::flags::{self, FlagVerdict};
 use crate::flow::Flow;
 use crate::handoff::CookieMeta;
-use crate::maps::{Config, Counter, IfaceFacts, KeySlot, Mode, State, minted_mark};
+use crate::maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark};
 use crate::packet::Packet;
 use crate::synack;
 use crate::verifier::opaque;
@@ -188,6 +194,8 @@ struct Ctx {
     monitor: bool,
     /// Auto mode: the kernel may have minted cookies before the engage.
     auto: bool,
+    /// [`Handoff::Filter`]: the kernel's syncookies answer; XDP never answers nor validates.
+    filter: bool,
     active_key: u32,
 }
 
@@ -295,6 +303,7 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         engaged,
         monitor,
         auto: mode == Mode::Auto,
+        filter: Handoff::from_u8(env.config().handoff) == Handoff::Filter,
         active_key: state.active_key & 1,
     };
     match flags::verdict(tcph.flags) {
@@ -402,6 +411,9 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
             pass(Counter::Reflection)
         };
     }
+    if ctx.filter {
+        return syn_filtered(env, ctx);
+    }
     // The MAC over the tuple is computed before the options walk: the verifier then
     // checks it once, not once per option combination the walk can end in.
     let keyed = if ctx.engaged {
@@ -473,6 +485,23 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     }
 }
 
+/// A SYN in the filter handoff, past the reflection check: the per-source budget while
+/// engaged, then the kernel's (its own syncookies answer). No key, SYN+ACK budget, options
+/// walk or socket lookup: XDP sends nothing back.
+#[inline(always)]
+fn syn_filtered<E: Env>(env: &mut E, ctx: &Ctx) -> Outcome {
+    if !ctx.engaged {
+        return pass(Counter::SynPassed);
+    }
+    if env.config().src_syn_rate != 0 {
+        let now = env.now_ns();
+        if !env.src_syn_allowed(&ctx.seg.flow, now) {
+            return reject(Counter::RateLimited, ctx.monitor);
+        }
+    }
+    pass(Counter::SynToKernel)
+}
+
 #[inline(always)]
 fn valid_key<E: Env>(env: &E, slot: u32) -> Option<KeySlot> {
     let k = env.key(slot)?;
@@ -491,6 +520,15 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
             None => reject(c, ctx.monitor),
         }
     };
+    if ctx.filter {
+        // The kernel checks its own cookie (and resets what fails it); XDP mints none to
+        // check against.
+        return pass(if ctx.engaged {
+            Counter::AckToKernel
+        } else {
+            Counter::AckPassedUnengaged
+        });
+    }
     let seg = &ctx.seg;
     let isn = ctx.tcph.seq.wrapping_sub(1);
     let cookie = ctx.tcph.ack.wrapping_sub(1);
