@@ -164,10 +164,11 @@ fn bpf_link_ifindex(path: &Path) -> Result<u32> {
 pub enum Existing {
     /// No link pins.
     None,
-    /// Both links pinned and attached to this interface: a restart can swap the programs in.
-    Live { xdp: LinkStat, tc: LinkStat },
+    /// The XDP link (and the TC link, if the run's handoff needs one) pinned and attached to
+    /// this interface: a restart can swap the programs in.
+    Live { xdp: LinkStat, tc: Option<LinkStat> },
     /// Some link pin exists but is not attached here any more (its interface went away, or
-    /// only one of the two was pinned).
+    /// only the TC link was pinned).
     Stale,
 }
 
@@ -181,7 +182,10 @@ pub fn existing_links(dir: &Path, ifindex: u32) -> Result<Existing> {
                 && x.ifindex == ifindex
                 && t.ifindex == ifindex =>
         {
-            Existing::Live { xdp: x, tc: t }
+            Existing::Live { xdp: x, tc: Some(t) }
+        }
+        (Some(x), None) if x.link_type == Some(LinkType::Xdp) && x.ifindex == ifindex => {
+            Existing::Live { xdp: x, tc: None }
         }
         _ => Existing::Stale,
     })
@@ -233,8 +237,8 @@ fn tc_prog(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
 }
 
 /// Attaches the XDP program through a dispatcher (joining the one on `ifindex`, or creating
-/// one in `choice`'s mode) and TC ingress, pinning the TC link in `dir`. `ebpf` was loaded
-/// with `shared`. Returns the XDP mode the dispatcher runs in and why.
+/// one in `choice`'s mode) and, `with_tc`, TC ingress, pinning the TC link in `dir`. `ebpf`
+/// was loaded with `shared`. Returns the XDP mode the dispatcher runs in and why.
 pub fn attach_shared(
     ebpf: &mut Ebpf,
     iface: &IfaceName,
@@ -242,11 +246,14 @@ pub fn attach_shared(
     choice: &ModeChoice,
     priority: u32,
     dir: &Path,
+    with_tc: bool,
 ) -> Result<ModeChoice> {
     let [_, tc_pin] = state_dir::link_pins(dir);
-    tc_prog(ebpf)?
-        .load()
-        .context("verifier rejected the TC program")?;
+    if with_tc {
+        tc_prog(ebpf)?
+            .load()
+            .context("verifier rejected the TC program")?;
+    }
     let ext: &mut aya::programs::Extension = ebpf
         .program_mut(names::XDP_PROG)
         .context("XDP program missing from object")?
@@ -267,6 +274,10 @@ pub fn attach_shared(
             format!("the {mode} mode of XDP dispatcher {id}, which synguard joined")
         },
     };
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(got);
+    }
     let tc = tc_prog(ebpf)?;
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
     let attached = tc
@@ -287,28 +298,33 @@ pub fn attach_shared(
     Ok(got)
 }
 
-/// Loads both programs into the kernel (the verifier runs here).
-fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+/// Loads the programs into the kernel (the verifier runs here): XDP, and TC `with_tc`.
+/// Without TC, its kfunc is never looked up.
+fn load_programs(ebpf: &mut Ebpf, with_tc: bool) -> Result<()> {
     xdp_prog(ebpf)?
         .load()
         .context("verifier rejected the XDP program")?;
-    tc_prog(ebpf)?
-        .load()
-        .context("verifier rejected the TC program")?;
+    if with_tc {
+        tc_prog(ebpf)?
+            .load()
+            .context("verifier rejected the TC program")?;
+    }
     Ok(())
 }
 
-/// Attaches XDP (in the chosen mode, falling back to generic if allowed) and TC ingress to
-/// `iface`, and pins both links in `dir`. Returns the XDP mode actually attached and why.
+/// Attaches XDP (in the chosen mode, falling back to generic if allowed) and, `with_tc`, TC
+/// ingress to `iface`, and pins the links in `dir`. Returns the XDP mode actually attached
+/// and why.
 pub fn attach(
     ebpf: &mut Ebpf,
     iface: &IfaceName,
     choice: &ModeChoice,
     dir: &Path,
+    with_tc: bool,
 ) -> Result<ModeChoice> {
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
     let [xdp_pin, tc_pin] = state_dir::link_pins(dir);
-    load_programs(ebpf)?;
+    load_programs(ebpf, with_tc)?;
     let xdp = xdp_prog(ebpf)?;
     let mut got = choice.clone();
     let id = match xdp.attach(ifname.as_c_str(), choice.mode.aya()) {
@@ -337,6 +353,10 @@ pub fn attach(
         .context("XDP link is not an fd link (kernel without XDP bpf_link?)")?;
     link.pin(xdp_pin).context("pinning the XDP link")?;
 
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(got);
+    }
     let tc = tc_prog(ebpf)?;
     let id = tc
         .attach(ifname.as_c_str(), TcAttachType::Ingress)
@@ -352,11 +372,12 @@ pub fn attach(
 
 /// Swaps the freshly loaded programs into the pinned links of a previous run
 /// (BPF_LINK_UPDATE), so the interface is never without a program. The pins stay in place
-/// throughout: the link fds come from them without unpinning.
-pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+/// throughout: the link fds come from them without unpinning. `with_tc`: the run has a TC
+/// link to replace too.
+pub fn replace(ebpf: &mut Ebpf, dir: &Path, with_tc: bool) -> Result<()> {
     let [xdp_pin, tc_pin] = state_dir::link_pins(dir);
-    // Load both first: a verifier failure must leave the running programs alone.
-    load_programs(ebpf)?;
+    // Load them first: a verifier failure must leave the running programs alone.
+    load_programs(ebpf, with_tc)?;
     let fd: FdLink = PinnedLink::from_pin(xdp_pin)
         .context("opening the pinned XDP link")?
         .into();
@@ -367,6 +388,10 @@ pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
     // Dropping our handle only closes our fd; the pin keeps the link.
     drop(xdp.take_link(id)?);
 
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(());
+    }
     let fd: FdLink = PinnedLink::from_pin(tc_pin)
         .context("opening the pinned TC link")?
         .into();

@@ -24,6 +24,7 @@ use crate::{
     auto::{self, Hysteresis, RateMeter, Rates, Thresholds, Transition},
     check,
     cli::RunArgs,
+    handoff,
     iface::{self, IfaceName, XdpHook, XdpMode, XdpRequest},
     keys,
     lists::{self, List},
@@ -44,6 +45,8 @@ pub struct RunOpts {
     pub tunables: Tunables,
     pub metrics: Option<SocketAddr>,
     pub xdp_mode: XdpRequest,
+    /// `--handoff`: resolved against the kernel's probes (or the pinned run) by `run`.
+    pub handoff: handoff::Request,
     pub xdp_attach: XdpAttach,
     pub xdp_priority: u32,
     pub rotation: Duration,
@@ -96,6 +99,7 @@ struct Attached {
     mode: Option<XdpMode>,
     reason: String,
     key_rotated_unix: u64,
+    handoff: handoff::Choice,
 }
 
 pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
@@ -104,7 +108,9 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     require_capabilities()?;
     let ifindex = iface::ifindex(&o.iface)?;
     iface::require_ethernet(&o.iface, ifindex)?;
-    check::require_kernel()?;
+    let probes = handoff::Probes::run();
+    // A fresh attach needs the programs' mode only; fail before anything is created.
+    let fresh_choice = handoff::choose(o.handoff, &probes).map_err(anyhow::Error::msg)?;
     require_sysctls(o.fix_sysctls)?;
     let ncpus = settings::ncpus()?;
     let metrics_listener = match o.metrics {
@@ -130,8 +136,18 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         attach::remove_link_pins(&dir)?;
     }
     let live = matches!(existing, Existing::Live { .. });
+    let choice = match existing {
+        Existing::Live { tc, .. } => handoff::for_takeover(
+            o.handoff,
+            tc.is_some(),
+            RunState::load(&o.iface).map(|r| r.handoff_reason),
+        )
+        .map_err(anyhow::Error::msg)?,
+        _ => fresh_choice,
+    };
+    info!("{}: handoff {}: {}", o.iface, choice.mode, choice.reason);
 
-    let mut att = match setup(&o, &dir, ifindex, ncpus, live) {
+    let mut att = match setup(&o, &dir, ifindex, ncpus, live, choice) {
         Ok(a) => a,
         Err(e) => {
             if !live {
@@ -154,6 +170,8 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         xdp_mode: att.mode,
         xdp_reason: att.reason.clone(),
         config: o.config_path.clone(),
+        handoff: att.handoff.mode.name().into(),
+        handoff_reason: att.handoff.reason.clone(),
     };
     if let Err(e) = rs.store(&o.iface) {
         warn!("cannot record run state: {e:#}");
@@ -286,7 +304,15 @@ fn require_sysctls(fix: bool) -> Result<()> {
 }
 
 /// Loads, writes the settings, sets up keys and attaches (or replaces).
-fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Result<Attached> {
+fn setup(
+    o: &RunOpts,
+    dir: &Path,
+    ifindex: u32,
+    ncpus: u32,
+    live: bool,
+    handoff: handoff::Choice,
+) -> Result<Attached> {
+    let with_tc = handoff.mode.needs_tc();
     // Through a dispatcher (sharing the hook), when asked to or when one is already there.
     let shared = !live
         && match o.xdp_attach {
@@ -335,7 +361,9 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
         strips_vlan,
     )?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
-    config.set(0, &o.tunables.to_config(ncpus), 0)?;
+    let mut cfg = o.tunables.to_config(ncpus);
+    cfg.handoff = handoff.mode as u8;
+    config.set(0, &cfg, 0)?;
     let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
     pinned_maps::write_ports(&mut ports, &o.tunables.ports)?;
     // The maps are pinned: the lists are in place before XDP sees a packet.
@@ -363,7 +391,7 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     );
 
     let (mode, reason) = if live {
-        attach::replace(&mut ebpf, dir)?;
+        attach::replace(&mut ebpf, dir, with_tc)?;
         let [xdp_pin, _] = state_dir::link_pins(dir);
         let xdp = attach::pinned_link(&xdp_pin)?.context("XDP link pin vanished")?;
         let mode = match iface::xdp_hook(ifindex, xdp.prog_id) {
@@ -392,16 +420,24 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
     } else {
         let choice = choice.context("no XDP mode chosen for a fresh attach")?;
         let got = if shared {
-            attach::attach_shared(&mut ebpf, &o.iface, ifindex, &choice, o.xdp_priority, dir)?
+            attach::attach_shared(
+                &mut ebpf,
+                &o.iface,
+                ifindex,
+                &choice,
+                o.xdp_priority,
+                dir,
+                with_tc,
+            )?
         } else {
-            attach::attach(&mut ebpf, &o.iface, &choice, dir)?
+            attach::attach(&mut ebpf, &o.iface, &choice, dir, with_tc)?
         };
         info!("{}: XDP {}: {}", o.iface, got.mode, got.reason);
         (Some(got.mode), got.reason)
     };
     info!(
-        "synguard attached to {}, mode {}, ports {}",
-        o.iface, o.tunables.mode, o.tunables.ports
+        "synguard attached to {}, mode {}, handoff {}, ports {}",
+        o.iface, o.tunables.mode, handoff.mode, o.tunables.ports
     );
     Ok(Attached {
         ring,
@@ -410,6 +446,7 @@ fn setup(o: &RunOpts, dir: &Path, ifindex: u32, ncpus: u32, live: bool) -> Resul
         mode,
         reason,
         key_rotated_unix,
+        handoff,
     })
 }
 
@@ -448,6 +485,7 @@ async fn event_loop(
                 PathBuf::from(dir),
                 o.iface.to_string(),
                 att.mode,
+                att.handoff.clone(),
                 live.clone(),
             ));
             info!("metrics on http://{addr}/metrics");
@@ -738,9 +776,16 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
             o.iface, new.xdp_mode
         );
     }
-    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls);
+    if new.handoff != o.handoff {
+        warn!(
+            "{}: reload: handoff {} applies only to a fresh attach (`synguard detach`, then \
+             start); the programs keep the {} handoff",
+            o.iface, new.handoff, att.handoff.mode
+        );
+    }
+    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls, o.handoff);
     *o = new;
-    (o.metrics, o.xdp_mode, o.fix_sysctls) = keep;
+    (o.metrics, o.xdp_mode, o.fix_sysctls, o.handoff) = keep;
     Ok(changes)
 }
 

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod config;
 mod daemon;
+mod handoff;
 mod iface;
 mod keys;
 mod listeners;

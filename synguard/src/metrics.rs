@@ -56,6 +56,8 @@ pub struct MapCollector {
     pub iface: String,
     /// The XDP mode the daemon attached in; `None` when a takeover could not tell.
     pub xdp_mode: Option<XdpMode>,
+    /// The handoff mode the daemon attached in, and why.
+    pub handoff: crate::handoff::Choice,
     pub live: Arc<Live>,
 }
 
@@ -167,6 +169,24 @@ impl Collector for MapCollector {
                         ("mode", self.xdp_mode.map_or("unknown", XdpMode::name)),
                     ],
                     ConstGauge::new(1i64),
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_handoff_mode",
+            "Handoff mode the daemon attached in, as a state set (1 for the one in force), with \
+             why it was chosen",
+            MetricType::Gauge,
+            synguard_common::maps::Handoff::ALL.into_iter().map(|h| {
+                let on = h == self.handoff.mode;
+                (
+                    [
+                        ("iface", iface),
+                        ("mode", h.name()),
+                        ("reason", if on { self.handoff.reason.as_str() } else { "" }),
+                    ],
+                    ConstGauge::new(i64::from(on)),
                 )
             }),
         )?;
@@ -365,6 +385,7 @@ pub fn registry(
     dir: PathBuf,
     iface: String,
     xdp_mode: Option<XdpMode>,
+    handoff: crate::handoff::Choice,
     live: Arc<Live>,
 ) -> Registry {
     let mut r = Registry::default();
@@ -372,6 +393,7 @@ pub fn registry(
         dir,
         iface,
         xdp_mode,
+        handoff,
         live,
     }));
     r

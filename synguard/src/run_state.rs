@@ -30,6 +30,11 @@ pub struct RunState {
     /// The config file the daemon runs from (and reloads on SIGHUP), if any.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// The handoff mode the daemon runs in (`Handoff::name`) and why it was chosen.
+    #[serde(default)]
+    pub handoff: String,
+    #[serde(default)]
+    pub handoff_reason: String,
 }
 
 impl RunState {
@@ -114,6 +119,8 @@ mod tests {
             xdp_mode: Some(XdpMode::Native),
             xdp_reason: "why".into(),
             config: None,
+            handoff: "filter".into(),
+            handoff_reason: "forced".into(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"xdp_mode\":\"native\""), "{text}");
