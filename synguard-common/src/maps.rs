@@ -34,6 +34,9 @@ pub mod names {
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     pub const IFACES: &str = "IFACES";
     pub const XDP_PROG: &str = "synguard_xdp";
+    /// The XDP program's read-only global holding the handoff mode (a `Handoff` as u8),
+    /// set at load time.
+    pub const HANDOFF_GLOBAL: &str = "HANDOFF";
     pub const TC_PROG: &str = "synguard_tc";
 }
 
@@ -677,9 +680,7 @@ impl Counter {
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
             | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
-            | AckToKernel => {
-                Class::Verdict(Pass)
-            }
+            | AckToKernel => Class::Verdict(Pass),
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
             | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
             | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable

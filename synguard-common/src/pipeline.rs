@@ -194,8 +194,6 @@ struct Ctx {
     monitor: bool,
     /// Auto mode: the kernel may have minted cookies before the engage.
     auto: bool,
-    /// [`Handoff::Filter`]: the kernel's syncookies answer; XDP never answers nor validates.
-    filter: bool,
     active_key: u32,
 }
 
@@ -303,7 +301,6 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         engaged,
         monitor,
         auto: mode == Mode::Auto,
-        filter: Handoff::from_u8(env.config().handoff) == Handoff::Filter,
         active_key: state.active_key & 1,
     };
     match flags::verdict(tcph.flags) {
@@ -313,7 +310,11 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         FlagVerdict::Invalid(r) => reject(r.counter(), monitor),
         FlagVerdict::Syn => {
             env.count(Counter::SynSeen);
-            syn(p, env, &ctx)
+            if filter_handoff(env) {
+                syn_filtered(env, &ctx)
+            } else {
+                syn(p, env, &ctx)
+            }
         }
         FlagVerdict::Ack => match env.socket_state(&ctx.seg.flow) {
             SockState::Listener => cookie_ack(p, env, &ctx),
@@ -411,9 +412,6 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
             pass(Counter::Reflection)
         };
     }
-    if ctx.filter {
-        return syn_filtered(env, ctx);
-    }
     // The MAC over the tuple is computed before the options walk: the verifier then
     // checks it once, not once per option combination the walk can end in.
     let keyed = if ctx.engaged {
@@ -485,11 +483,27 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     }
 }
 
-/// A SYN in the filter handoff, past the reflection check: the per-source budget while
+/// [`Handoff::Filter`]: the kernel's syncookies answer; XDP never answers nor validates.
+/// Read from the config where needed rather than kept in [`Ctx`]: the XDP frame has no
+/// stack to spare (512 bytes over the program and its `bpf_loop` callback).
+#[inline(always)]
+fn filter_handoff<E: Env>(env: &E) -> bool {
+    Handoff::from_u8(env.config().handoff) == Handoff::Filter
+}
+
+/// A SYN in the filter handoff: the reflection check and the per-source budget while
 /// engaged, then the kernel's (its own syncookies answer). No key, SYN+ACK budget, options
 /// walk or socket lookup: XDP sends nothing back.
 #[inline(always)]
 fn syn_filtered<E: Env>(env: &mut E, ctx: &Ctx) -> Outcome {
+    let flow = &ctx.seg.flow;
+    if !flow.reflectable() || (ctx.engaged && env.src_local_broadcast(flow)) {
+        return if ctx.engaged {
+            reject(Counter::Reflection, ctx.monitor)
+        } else {
+            pass(Counter::Reflection)
+        };
+    }
     if !ctx.engaged {
         return pass(Counter::SynPassed);
     }
@@ -520,7 +534,7 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
             None => reject(c, ctx.monitor),
         }
     };
-    if ctx.filter {
+    if filter_handoff(env) {
         // The kernel checks its own cookie (and resets what fails it); XDP mints none to
         // check against.
         return pass(if ctx.engaged {

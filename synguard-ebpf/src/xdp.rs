@@ -15,8 +15,8 @@ use synguard_common::{
     flow::Flow,
     handoff::CookieMeta,
     maps::{
-        Config, Counter, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot,
-        State, TokenBucket, port_bit,
+        Config, Counter, Handoff, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL,
+        ListSlot, State, TokenBucket, port_bit,
     },
     packet::{Packet, RawPacket},
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
@@ -221,11 +221,40 @@ impl Env for XdpEnv<'_> {
     }
 }
 
+/// Runs the pipeline in the handoff mode `CONFIG` names. Each mode is its own copy of the
+/// pipeline (a BPF subprogram) in which the mode is a constant, so the filter copy carries
+/// none of the SYN+ACK path and the kfunc copy is the program as it was: one program with
+/// the mode read at run time would need more than the 512-byte stack.
+///
+/// The mode comes from [`HANDOFF`], not `CONFIG`: a map lookup would take a stack slot in
+/// this frame, on top of the pipeline's.
 #[inline(always)]
-pub fn run(ctx: &XdpContext) -> u32 {
+pub fn run(raw: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    // SAFETY: a plain read of a constant the loader wrote (frozen .rodata).
+    let mode = unsafe { core::ptr::read_volatile(&HANDOFF) };
+    if Handoff::from_u8(mode) == Handoff::Filter {
+        run_in::<true>(raw)
+    } else {
+        run_in::<false>(raw)
+    }
+}
+
+/// The handoff mode, as `Config::handoff` holds it: the loader overrides it
+/// (`names::HANDOFF_GLOBAL`) with the mode `run` chose, before the verifier sees the program.
+#[unsafe(no_mangle)]
+static HANDOFF: u8 = Handoff::Kfunc as u8;
+
+#[inline(never)]
+fn run_in<const FILTER: bool>(raw: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    let ctx = &XdpContext::new(raw);
     clear_foreign_meta(ctx);
-    let Some(config) = CONFIG.get(0).copied() else {
+    let Some(mut config) = CONFIG.get(0).copied() else {
         return xdp_action::XDP_PASS;
+    };
+    config.handoff = if FILTER {
+        Handoff::Filter as u8
+    } else {
+        Handoff::Kfunc as u8
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };

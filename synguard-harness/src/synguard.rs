@@ -356,13 +356,17 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Waits until the daemon logged that it is attached and its TC link is pinned; fails
-    /// with its log if it exits first or `timeout` passes.
+    /// Waits until the daemon logged that it is attached and its TC link is pinned (none in
+    /// the filter handoff, which has no TC); fails with its log if it exits first or
+    /// `timeout` passes.
     pub fn wait_attached(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let tc_link = pin_dir(&self.iface).join(names::TC_LINK);
         loop {
-            if self.log().contains("synguard attached to") && tc_link.exists() {
+            let log = self.log();
+            if log.contains("synguard attached to")
+                && (tc_link.exists() || log.contains(", handoff filter,"))
+            {
                 return Ok(());
             }
             if let Some(st) = self.try_wait()? {

@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use log::warn;
-use synguard_common::maps::names;
+use synguard_common::maps::{Handoff, names};
 
 use crate::{
     iface::{IfaceName, ModeChoice, XdpMode},
@@ -25,11 +25,14 @@ use crate::{
 /// The eBPF object built by build.rs, embedded so the binary is self-contained.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SYNGUARD_EBPF_OBJECT"));
 
-/// Loads the object with its maps pinned in (or reused from) `dir`; with `shared`, the XDP
-/// program as an EXT program for a dispatcher slot ([`crate::xdp_dispatcher`]).
-pub fn load(dir: &Path, shared: bool) -> Result<Ebpf> {
+/// Loads the object with its maps pinned in (or reused from) `dir`, its XDP program set to
+/// the `handoff` mode; with `shared`, the XDP program as an EXT program for a dispatcher
+/// slot ([`crate::xdp_dispatcher`]).
+pub fn load(dir: &Path, shared: bool, handoff: Handoff) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir);
+    let mode = handoff as u8;
+    loader.override_global(names::HANDOFF_GLOBAL, &mode, true);
     if shared {
         loader.extension(names::XDP_PROG);
     }
@@ -182,7 +185,10 @@ pub fn existing_links(dir: &Path, ifindex: u32) -> Result<Existing> {
                 && x.ifindex == ifindex
                 && t.ifindex == ifindex =>
         {
-            Existing::Live { xdp: x, tc: Some(t) }
+            Existing::Live {
+                xdp: x,
+                tc: Some(t),
+            }
         }
         (Some(x), None) if x.link_type == Some(LinkType::Xdp) && x.ifindex == ifindex => {
             Existing::Live { xdp: x, tc: None }
@@ -408,10 +414,10 @@ pub fn replace(ebpf: &mut Ebpf, dir: &Path, with_tc: bool) -> Result<()> {
 /// maps) goes into a new link, pinned where the old one was. A link cannot change mode and
 /// native and generic XDP cannot be active together, so the old link goes first: for that
 /// moment frames reach the kernel without synguard, whose own syncookies still protect it.
-pub fn reattach_xdp(dir: &Path, iface: &IfaceName, mode: XdpMode) -> Result<()> {
+pub fn reattach_xdp(dir: &Path, iface: &IfaceName, mode: XdpMode, handoff: Handoff) -> Result<()> {
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
     let [xdp_pin, _] = state_dir::link_pins(dir);
-    let mut ebpf = load(dir, false)?;
+    let mut ebpf = load(dir, false, handoff)?;
     let xdp = xdp_prog(&mut ebpf)?;
     xdp.load().context("verifier rejected the XDP program")?;
     let old = PinnedLink::from_pin(&xdp_pin).context("opening the pinned XDP link")?;

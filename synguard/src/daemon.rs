@@ -336,7 +336,7 @@ fn setup(
         }
         Some(iface::choose_mode(&o.iface, o.xdp_mode)?)
     };
-    let mut ebpf = attach::load(dir, shared)?;
+    let mut ebpf = attach::load(dir, shared, handoff.mode)?;
     let strips_vlan = iface::strips_vlan_tags(&o.iface)?;
     if strips_vlan {
         info!(
@@ -821,7 +821,8 @@ fn fall_back_to_generic(
         return Ok(());
     }
     warn!("{}: {why}; re-attaching XDP in generic mode", o.iface);
-    attach::reattach_xdp(dir, &o.iface, XdpMode::Generic).context("falling back to generic XDP")?;
+    attach::reattach_xdp(dir, &o.iface, XdpMode::Generic, att.handoff.mode)
+        .context("falling back to generic XDP")?;
     att.mode = Some(XdpMode::Generic);
     att.reason = format!("{}; then {why}", att.reason);
     rs.xdp_mode = att.mode;

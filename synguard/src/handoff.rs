@@ -113,7 +113,11 @@ pub fn choose(req: Request, p: &Probes) -> Result<Choice, String> {
 /// The mode of a previous run whose pinned links `run` takes over: a link set cannot change
 /// mode, so it is the pinned one (TC link: `kfunc`, none: `filter`). A forced mode that
 /// differs is refused, naming the fix.
-pub fn for_takeover(req: Request, pinned_tc: bool, prev_reason: Option<String>) -> Result<Choice, String> {
+pub fn for_takeover(
+    req: Request,
+    pinned_tc: bool,
+    prev_reason: Option<String>,
+) -> Result<Choice, String> {
     let pinned = if pinned_tc {
         Handoff::Kfunc
     } else {
@@ -151,7 +155,10 @@ mod tests {
         assert_eq!(" Filter ".parse(), Ok(Request::Exactly(Handoff::Filter)));
         assert_eq!("kfunc".parse(), Ok(Request::Exactly(Handoff::Kfunc)));
         let e = "fast".parse::<Request>().unwrap_err();
-        assert!(e.contains("auto, kfunc, filter") && e.contains("\"fast\""), "{e}");
+        assert!(
+            e.contains("auto, kfunc, filter") && e.contains("\"fast\""),
+            "{e}"
+        );
         let e = "kernel-cookie".parse::<Request>().unwrap_err();
         assert!(e.contains("not available in this build"), "{e}");
     }
@@ -176,11 +183,17 @@ mod tests {
     #[test]
     fn takeover_keeps_the_pinned_mode() {
         let c = for_takeover(Request::Auto, false, Some("auto: no kfunc".into())).unwrap();
-        assert_eq!((c.mode, c.reason.as_str()), (Handoff::Filter, "auto: no kfunc"));
+        assert_eq!(
+            (c.mode, c.reason.as_str()),
+            (Handoff::Filter, "auto: no kfunc")
+        );
         let c = for_takeover(Request::Auto, true, None).unwrap();
         assert_eq!(c.mode, Handoff::Kfunc);
         let e = for_takeover(Request::Exactly(Handoff::Kfunc), false, None).unwrap_err();
-        assert!(e.contains("in the filter handoff") && e.contains("synguard detach"), "{e}");
+        assert!(
+            e.contains("in the filter handoff") && e.contains("synguard detach"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1923,7 +1923,10 @@ fn filter_handoff_answers_nothing_and_validates_nothing() {
         assert_eq!(run(&mut f, &mut env), Verdict::Pass);
         assert_eq!(f, orig, "a filtered SYN is not rewritten");
         assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynToKernel]);
-        assert_eq!(env.lookups, 0, "no socket lookup for a SYN XDP does not answer");
+        assert_eq!(
+            env.lookups, 0,
+            "no socket lookup for a SYN XDP does not answer"
+        );
         assert_eq!(env.minted_writes, 0);
 
         let mut ack = syn.clone();
