@@ -287,6 +287,14 @@ pub fn engaged(iface: &str) -> Result<bool> {
     Ok(state.get(&0, 0)?.engaged != 0)
 }
 
+/// `Config::handoff` of the instance on `iface` (a `Handoff` as u8), from its pinned `CONFIG`.
+pub fn handoff(iface: &str) -> Result<u8> {
+    let path = pin_dir(iface).join(names::CONFIG);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(data))?;
+    Ok(config.get(&0, 0)?.handoff)
+}
+
 /// Sets `Config::test_flags` (e.g. `Config::TEST_FAIL_META`) of the instance on `iface`
 /// in its pinned `CONFIG`: the test-only switches no setting writes.
 pub fn set_test_flags(iface: &str, flags: u8) -> Result<()> {

@@ -424,6 +424,13 @@ impl Suite<'_> {
         Counters::read(&self.t.a.iface)
     }
 
+    /// The daemon runs in the filter handoff (its pinned `CONFIG` says so): the kernel's
+    /// syncookies answer, and forged ACKs go to the kernel, which resets them.
+    fn filter(&self) -> Result<bool> {
+        let h = synguard_harness::synguard::handoff(&self.t.a.iface)?;
+        Ok(h == synguard_common::maps::Handoff::Filter as u8)
+    }
+
     /// A real client in peer connects through synguard's cookie; bytes flow both ways.
     fn handshake(&self) -> Result<String> {
         let before = self.counters()?;
@@ -469,6 +476,18 @@ impl Suite<'_> {
             d.get(Counter::CookieAckValid),
             d.get(Counter::ReqskAssigned),
         );
+        if self.filter()? {
+            let to_kernel = d.get(Counter::SynToKernel);
+            if to_kernel == 0 || sent != 0 {
+                bail!(
+                    "filter handoff: connected, but syn_to_kernel +{to_kernel}, cookie_sent +{sent}"
+                );
+            }
+            return Ok(format!(
+                "connected, 4 bytes each way; filter handoff: syn_to_kernel +{to_kernel}, \
+                 cookie_sent +0"
+            ));
+        }
         let summary =
             format!("cookie_sent +{sent}, cookie_ack_valid +{valid}, reqsk_assigned +{assigned}");
         if sent == 0 || assigned == 0 {
@@ -566,16 +585,30 @@ impl Suite<'_> {
         let replies = net::replies(&sock, Duration::from_millis(800), |f| {
             ports.iter().any(|&p| net::tcp_flags(f, port, p).is_some())
         })?;
-        let dropped = self
-            .counters()?
-            .delta(&before)
-            .get(Counter::CookieAckInvalid);
+        let d = self.counters()?.delta(&before);
+        let dropped = d.get(Counter::CookieAckInvalid);
+        let to_kernel = d.get(Counter::AckToKernel);
         let sockets_after = in_netns(&self.t.a.netns, || net::tcp_sockets_on(port))?;
         let accepted = match self.listener.accept() {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
             Err(e) => return Err(e).context("accept"),
         };
+        if accepted || sockets_after > sockets_before {
+            bail!(
+                "a socket opened (accept: {accepted}, sockets on :{port} {sockets_before} -> {sockets_after})"
+            );
+        }
+        if self.filter()? {
+            // The filter handoff validates nothing: the kernel checks its own cookie and
+            // resets each ACK.
+            if to_kernel != u64::from(n) || dropped != 0 {
+                bail!("filter handoff: ack_to_kernel +{to_kernel}, cookie_ack_invalid +{dropped}, not {n} and 0");
+            }
+            return Ok(format!(
+                "{n} sent: filter handoff, ack_to_kernel +{to_kernel}, {replies} kernel replies, no socket"
+            ));
+        }
         if dropped != u64::from(n) {
             bail!("cookie_ack_invalid moved by {dropped}, not {n}");
         }
