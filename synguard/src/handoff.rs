@@ -127,7 +127,8 @@ pub fn for_takeover(
         && m != pinned
     {
         return Err(format!(
-            "--handoff {m}: the pinned links of the previous run are in the {pinned} handoff,              which a takeover keeps; `synguard detach` first to attach in another"
+            "--handoff {m}: the pinned links of the previous run are in the {pinned} handoff, \
+             which a takeover keeps; `synguard detach` first to attach in another"
         ));
     }
     Ok(Choice {

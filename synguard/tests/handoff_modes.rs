@@ -228,3 +228,57 @@ fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// A restart over the pinned links of a filter run (SIGUSR2, then `run` again) keeps the
+/// filter handoff, TC link or not: `auto` takes the links over in the pinned mode (the kernel
+/// here would give `auto` the kfunc), and a forced other mode is refused, changing nothing.
+/// Before the filter handoff, a pin directory with an XDP link and no TC link was "stale".
+#[test]
+fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
+    if !root_or_skip("a_takeover_keeps_the_filter_handoff") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let iface = topo.server_iface().to_string();
+    let port = PORT.to_string();
+    let mut d1 = start(&topo, "filter")?;
+    d1.signal(synguard_harness::Signal::SIGUSR2);
+    let st = d1.wait_exit(Duration::from_secs(20))?;
+    assert!(st.success(), "SIGUSR2 exit {st}:\n{}", d1.log());
+    assert!(pin_dir(&iface).join(names::XDP_LINK).exists());
+    assert!(!pin_dir(&iface).join(names::TC_LINK).exists());
+
+    let sg = Synguard::new(BIN, &topo.srv.netns).owned_by(topo.id());
+    let mut args = vec!["run", "--iface", iface.as_str()];
+    args.extend(test_run_args("always", &port, &["--handoff", "kfunc"]));
+    let err = sg.fails(&args)?;
+    assert!(
+        err.contains("in the filter handoff, which a takeover keeps"),
+        "{err}"
+    );
+    assert!(
+        pin_dir(&iface).join(names::XDP_LINK).exists(),
+        "the refusal removed the link"
+    );
+
+    let d2 = start(&topo, "auto")?;
+    let log = d2.log();
+    assert!(log.contains("took over the pinned links"), "{log}");
+    assert!(log.contains(", handoff filter,"), "{log}");
+    assert_eq!(status(&topo)?["handoff"], "filter");
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    assert_eq!(
+        d.get(Counter::SynToKernel),
+        2 * N as u64,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
+    server.stop();
+    drop(d2);
+    drop(d1);
+    Ok(())
+}
