@@ -36,7 +36,7 @@ pub mod names {
     pub const XDP_PROG: &str = "synguard_xdp";
     /// The XDP program's read-only global holding the handoff mode (a `Handoff` as u8),
     /// set at load time.
-    pub const HANDOFF_GLOBAL: &str = "HANDOFF";
+    pub const HANDOFF_GLOBAL: &str = "HANDOFF_MODE";
     pub const TC_PROG: &str = "synguard_tc";
 }
 

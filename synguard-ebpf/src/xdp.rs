@@ -226,12 +226,12 @@ impl Env for XdpEnv<'_> {
 /// none of the SYN+ACK path and the kfunc copy is the program as it was: one program with
 /// the mode read at run time would need more than the 512-byte stack.
 ///
-/// The mode comes from [`HANDOFF`], not `CONFIG`: a map lookup would take a stack slot in
+/// The mode comes from [`HANDOFF_MODE`], not `CONFIG`: a map lookup would take a stack slot in
 /// this frame, on top of the pipeline's.
 #[inline(always)]
 pub fn run(raw: *mut aya_ebpf::bindings::xdp_md) -> u32 {
     // SAFETY: a plain read of a constant the loader wrote (frozen .rodata).
-    let mode = unsafe { core::ptr::read_volatile(&HANDOFF) };
+    let mode = unsafe { core::ptr::read_volatile(&HANDOFF_MODE) };
     if Handoff::from_u8(mode) == Handoff::Filter {
         run_in::<true>(raw)
     } else {
@@ -242,7 +242,7 @@ pub fn run(raw: *mut aya_ebpf::bindings::xdp_md) -> u32 {
 /// The handoff mode, as `Config::handoff` holds it: the loader overrides it
 /// (`names::HANDOFF_GLOBAL`) with the mode `run` chose, before the verifier sees the program.
 #[unsafe(no_mangle)]
-static HANDOFF: u8 = Handoff::Kfunc as u8;
+static HANDOFF_MODE: u8 = Handoff::Kfunc as u8;
 
 #[inline(never)]
 fn run_in<const FILTER: bool>(raw: *mut aya_ebpf::bindings::xdp_md) -> u32 {
