@@ -53,6 +53,10 @@ struct Args {
     /// XDP attach modes to run the attached checks in.
     #[arg(long = "xdp-mode", default_values = ["generic"])]
     xdp_modes: Vec<String>,
+    /// `--handoff` values to run the attached checks in, each in every XDP mode; `auto`
+    /// rows keep the bare XDP mode as their label, the others read "MODE, --handoff H".
+    #[arg(long = "handoff", default_values = ["auto"])]
+    handoffs: Vec<String>,
     /// The protected port the listener uses.
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -161,8 +165,19 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
     r.check("-", report::CHECK, check, None);
 
     let mut peer_has_xdp = false;
-    for mode in &args.xdp_modes {
-        if mode == "native" && !peer_has_xdp {
+    let runs: Vec<(&String, &String)> = args
+        .handoffs
+        .iter()
+        .flat_map(|h| args.xdp_modes.iter().map(move |m| (h, m)))
+        .collect();
+    for (handoff, xdp) in runs {
+        let label = if handoff == "auto" {
+            xdp.clone()
+        } else {
+            format!("{xdp}, --handoff {handoff}")
+        };
+        let mode = &label;
+        if xdp == "native" && !peer_has_xdp {
             net::xdp_pass_on(&args.ip, &t.b.netns, &t.b.iface)
                 .context("XDP_PASS on the peer veth")?;
             peer_has_xdp = true;
@@ -177,9 +192,11 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
             "--mode",
             "always",
             "--xdp-mode",
-            mode,
+            xdp,
             "--metrics",
             "off",
+            "--handoff",
+            handoff,
         ];
         let mut d = t.synguard(&args.synguard, &t.a).spawn(srv_if, &run_args)?;
         if d.wait_attached(args.attach_timeout).is_err() {
@@ -220,7 +237,7 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
             })
             .unwrap_or_default();
         match net::xdp_mode(srv_ns, srv_if) {
-            Ok(Some(m)) if m == mode => r.emit(
+            Ok(Some(m)) if m == *xdp => r.emit(
                 mode,
                 report::ATTACH,
                 Outcome::Pass,
@@ -231,7 +248,7 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
                 mode,
                 report::ATTACH,
                 Outcome::Fail,
-                format!("{attached}, but the kernel reports XDP mode {seen:?}, not {mode}"),
+                format!("{attached}, but the kernel reports XDP mode {seen:?}, not {xdp}"),
                 insns,
             ),
         }
