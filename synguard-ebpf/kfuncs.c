@@ -44,9 +44,12 @@ _Static_assert(sizeof(struct bpf_tcp_req_attrs) == 20,
 _Static_assert(__builtin_offsetof(struct bpf_tcp_req_attrs, mss) == 8, "mss at 8");
 _Static_assert(__builtin_offsetof(struct bpf_tcp_req_attrs, usec_ts_ok) == 16, "usec_ts_ok at 16");
 
+// Weak: on a kernel without the kfunc (before 6.9) aya poisons the call instead of refusing
+// the whole object, so the XDP program still loads for the filter handoff, which never loads
+// the TC program. Where it exists, it resolves exactly as a strong extern would.
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
 				   struct bpf_tcp_req_attrs *attrs, int attrs__sz)
-	__attribute__((section(".ksyms")));
+	__attribute__((section(".ksyms"), weak));
 
 __attribute__((always_inline)) int synguard_sk_assign_tcp_reqsk(struct __sk_buff *skb,
 							       struct sock *sk,

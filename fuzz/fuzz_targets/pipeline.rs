@@ -14,7 +14,7 @@ use synguard_common::{
     flags,
     flow::Flow,
     cookie::Decoded,
-    maps::{Config, Counter, IfaceFacts, KeySlot, Mode, State, minted_mark},
+    maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark},
     packet::RawPacket,
     pipeline::{Env, ListVerdict, SockState, Verdict, process},
     testutil::{SERVER_MAC, Seg, read_reply},
@@ -132,6 +132,8 @@ fn env_with_mode(i: &mut Input, b: u8, mode: u32) -> FuzzEnv {
             mode,
             ecn: b & 1,
             synack_window: i.u16(),
+            // Mostly kfunc; the filter handoff (and an unknown value, read as filter) too.
+            handoff: [0, 0, Handoff::Filter as u8, 0xee][usize::from(i.u8() & 3)],
             ..Config::DEFAULT
         },
         state: State {
@@ -252,6 +254,12 @@ fuzz_target!(|data: &[u8]| {
         "process counts totals only; the reason is the glue's"
     );
     let monitor = e.cfg.mode != Mode::Auto as u32 && e.cfg.mode != Mode::Always as u32;
+    if Handoff::from_u8(e.cfg.handoff) == Handoff::Filter {
+        assert!(
+            matches!(d.verdict, Verdict::Pass | Verdict::Drop),
+            "the filter handoff answered or handed off: {d:?}"
+        );
+    }
     match d.verdict {
         Verdict::Pass => {}
         Verdict::Drop => assert!(!monitor, "monitor mode dropped"),

@@ -52,6 +52,9 @@ pub mod names {
     /// event.
     pub const EVENT_SCRATCH: &str = "EVENT_SCRATCH";
     pub const XDP_PROG: &str = "synguard_xdp";
+    /// The XDP program's read-only global holding the handoff mode (a `Handoff` as u8),
+    /// set at load time.
+    pub const HANDOFF_GLOBAL: &str = "HANDOFF_MODE";
     pub const TC_PROG: &str = "synguard_tc";
 }
 
@@ -188,6 +191,58 @@ impl core::fmt::Display for Mode {
     }
 }
 
+/// How the handshake of a SYN to a protected port completes, stored in [`Config::handoff`].
+/// The value 1 is reserved for `kernel-cookie` (the kernel's own cookie, minted by XDP with
+/// `bpf_tcp_raw_gen_syncookie_*`), not built yet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// XDP answers SYNs with synguard's cookie and TC hands a valid ACK to the listener
+    /// with `bpf_sk_assign_tcp_reqsk` (Linux 6.9+).
+    Kfunc = 0,
+    /// XDP only filters (flags, lists, rate limits, reflection, forged RSTs): it never
+    /// answers a SYN nor validates a cookie; the kernel's own syncookies answer. No TC.
+    Filter = 2,
+}
+
+impl Handoff {
+    pub const ALL: [Handoff; 2] = [Handoff::Kfunc, Handoff::Filter];
+
+    /// The data path's reading of [`Config::handoff`]: an unknown value is `Filter`, which
+    /// never answers a SYN it could not complete.
+    pub const fn from_u8(v: u8) -> Handoff {
+        match v {
+            0 => Handoff::Kfunc,
+            _ => Handoff::Filter,
+        }
+    }
+
+    /// The operator's name (`--handoff`, status, metrics).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Handoff::Kfunc => "kfunc",
+            Handoff::Filter => "filter",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Handoff> {
+        Handoff::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether this mode needs the TC program (and its kfunc).
+    pub const fn needs_tc(self) -> bool {
+        matches!(self, Handoff::Kfunc)
+    }
+}
+
+impl core::fmt::Display for Handoff {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Operator settings: `CONFIG[0]`. Written by `synguard run` and `synguard set`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +281,10 @@ pub struct Config {
     /// Test-only switches ([`Config::TEST_BENCH_NO_SOCKET`]); no setting writes them, so
     /// they are 0 in production. Only `cargo xtask bench` sets them, in the pinned map.
     pub test_flags: u8,
-    pub _pad: u8,
+    /// How a cookie handshake completes: a [`Handoff`] as u8, chosen by `synguard run`
+    /// (`--handoff`) from what the kernel can do. Not a live setting: it decides which
+    /// programs are attached.
+    pub handoff: u8,
     /// TC sets the bits of `handoff_mask` in `skb->mark` to these on every ACK it hands to a
     /// listener, so a netfilter ruleset (which never saw the SYN or our SYN+ACK, and finds
     /// the ACK `ct state invalid` or `new` without SYN) can accept it. 0: leave the mark.
@@ -268,7 +326,7 @@ impl Config {
         wscale: 7,
         src_prefix6: 64,
         test_flags: 0,
-        _pad: 0,
+        handoff: Handoff::Kfunc as u8,
         handoff_mark: 0x5347,
         handoff_mask: 0xffff,
         ack_rate_on: 1000,
@@ -652,6 +710,12 @@ counters! {
     /// (evicted), or one XDP passed on purpose (not engaged: `ack_passed_unengaged`; the
     /// kernel's cookie: `kernel_cookie_pass`). Above those two, entries are being lost.
     TcAckNoHandoff = "tc_ack_no_handoff",
+    /// Filter handoff, engaged: a SYN that passed every filter, passed to the kernel (whose
+    /// own syncookies answer it) instead of being answered in XDP.
+    SynToKernel = "syn_to_kernel",
+    /// Filter handoff, engaged: an ACK to a listener with no socket of its own, passed to
+    /// the kernel, which checks its own cookie; XDP validates none.
+    AckToKernel = "ack_to_kernel",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -702,9 +766,8 @@ impl Counter {
             CookieSent => Class::Verdict(Tx),
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
-            | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed => {
-                Class::Verdict(Pass)
-            }
+            | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
+            | AckToKernel => Class::Verdict(Pass),
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
             | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
             | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable
@@ -766,6 +829,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Config, ecn), 31);
         assert_eq!(core::mem::offset_of!(Config, wscale), 32);
         assert_eq!(core::mem::offset_of!(Config, test_flags), 34);
+        assert_eq!(core::mem::offset_of!(Config, handoff), 35);
         assert_eq!(size_of::<KeySlot>(), 24);
         assert_eq!(size_of::<State>(), 8);
         assert_eq!(size_of::<SrcKey>(), 16);

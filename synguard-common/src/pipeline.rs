@@ -72,6 +72,12 @@
 //!    a listener that would be dropped passes instead when its destination is not ours
 //!    (`NotOurMac`, `NotLocal`: a flow routed through the host).
 //!
+//! In the filter handoff ([`Handoff::Filter`], `Config::handoff`) steps 0-5 and the
+//! reflection check of step 6 are as above, but XDP answers no SYN and checks no cookie:
+//! engaged, a SYN within its per-source budget passes (`SynToKernel`) and a bare ACK to a
+//! listener passes (`AckToKernel`), for the kernel's own syncookies; RST and SYN+ACK to a
+//! listener alone are still dropped (`NoSocketDrop`). Not engaged, as above.
+//!
 //! "Engaged" means mode `Always`, or `Auto` while the controller sets `State::engaged`.
 //! In `Monitor` mode (and for an unknown mode value) every `Drop` is a `Pass`, still
 //! counted under its reason, and SYNs are never answered.
@@ -92,7 +98,7 @@ use crate::cookie::{Decoded, IsnMatch, MacPrefix};
 use crate::dissect::{Located, MAX_IP_LEN, Segment, dissect};
 use crate::flags::{self, FlagVerdict};
 use crate::flow::Flow;
-use crate::maps::{Config, Counter, IfaceFacts, KeySlot, Mode, State, minted_mark};
+use crate::maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark};
 use crate::packet::Packet;
 use crate::synack;
 use crate::verifier::opaque;
@@ -327,7 +333,11 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         FlagVerdict::Invalid(r) => reject(r.counter(), monitor),
         FlagVerdict::Syn => {
             env.count(Counter::SynSeen);
-            syn(p, env, &ctx)
+            if filter_handoff(env) {
+                syn_filtered(env, &ctx)
+            } else {
+                syn(p, env, &ctx)
+            }
         }
         FlagVerdict::Ack => match env.socket_state(&ctx.seg.flow) {
             SockState::Listener => cookie_ack(p, env, &ctx),
@@ -496,6 +506,39 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     }
 }
 
+/// [`Handoff::Filter`]: the kernel's syncookies answer; XDP never answers nor validates.
+/// Read from the config where needed rather than kept in [`Ctx`]: the XDP frame has no
+/// stack to spare (512 bytes over the program and its `bpf_loop` callback).
+#[inline(always)]
+fn filter_handoff<E: Env>(env: &E) -> bool {
+    Handoff::from_u8(env.config().handoff) == Handoff::Filter
+}
+
+/// A SYN in the filter handoff: the reflection check and the per-source budget while
+/// engaged, then the kernel's (its own syncookies answer). No key, SYN+ACK budget, options
+/// walk or socket lookup: XDP sends nothing back.
+#[inline(always)]
+fn syn_filtered<E: Env>(env: &mut E, ctx: &Ctx) -> Outcome {
+    let flow = &ctx.seg.flow;
+    if !flow.reflectable() || (ctx.engaged && env.src_local_broadcast(flow)) {
+        return if ctx.engaged {
+            reject(Counter::Reflection, ctx.monitor)
+        } else {
+            pass(Counter::Reflection)
+        };
+    }
+    if !ctx.engaged {
+        return pass(Counter::SynPassed);
+    }
+    if env.config().src_syn_rate != 0 {
+        let now = env.now_ns();
+        if !env.src_syn_allowed(&ctx.seg.flow, now) {
+            return reject(Counter::RateLimited, ctx.monitor);
+        }
+    }
+    pass(Counter::SynToKernel)
+}
+
 #[inline(always)]
 fn valid_key<E: Env>(env: &E, slot: u32) -> Option<KeySlot> {
     let k = env.key(slot)?;
@@ -514,6 +557,15 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
             None => reject(c, ctx.monitor),
         }
     };
+    if filter_handoff(env) {
+        // The kernel checks its own cookie (and resets what fails it); XDP mints none to
+        // check against.
+        return pass(if ctx.engaged {
+            Counter::AckToKernel
+        } else {
+            Counter::AckPassedUnengaged
+        });
+    }
     let seg = &ctx.seg;
     let isn = ctx.tcph.seq.wrapping_sub(1);
     let cookie = ctx.tcph.ack.wrapping_sub(1);

@@ -19,7 +19,7 @@ mod entry {
 
     #[xdp]
     pub fn synguard_xdp(ctx: XdpContext) -> u32 {
-        crate::xdp::run(&ctx)
+        crate::xdp::run(ctx.ctx)
     }
 
     #[classifier]

@@ -20,8 +20,9 @@ use synguard_common::{
     dissect::Segment,
     flow::{Family, Flow},
     maps::{
-        Action, Class, Config, Counter, EventScratch, IfaceFacts, KeySlot, LOCAL_ADDR_BROADCAST,
-        LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket, VLAN_NONE, port_bit,
+        Action, Class, Config, Counter, EventScratch, Handoff, IfaceFacts, KeySlot,
+        LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket,
+        VLAN_NONE, port_bit,
     },
     packet::{Packet, RawPacket},
     pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
@@ -38,7 +39,8 @@ use crate::{
     sock::{SockRef, TCP_LISTEN},
 };
 
-struct XdpEnv<'a> {
+/// `FILTER`: the pipeline copy of the filter handoff (see [`run`]).
+struct XdpEnv<'a, const FILTER: bool> {
     ctx: &'a XdpContext,
     /// The map value itself, not a copy: a copy would take 60 bytes of the pipeline's
     /// 512-byte stack. A live `synguard set` may land while a frame is being decided, so
@@ -50,10 +52,17 @@ struct XdpEnv<'a> {
     located: bool,
 }
 
-impl Env for XdpEnv<'_> {
+impl<const FILTER: bool> Env for XdpEnv<'_, FILTER> {
     #[inline(always)]
     fn config(&self) -> Config {
-        *self.config
+        let mut c = *self.config;
+        // The copy's mode, a constant in it, whatever the map holds.
+        c.handoff = if FILTER {
+            Handoff::Filter as u8
+        } else {
+            Handoff::Kfunc as u8
+        };
+        c
     }
 
     #[inline(always)]
@@ -287,14 +296,38 @@ impl Env for XdpEnv<'_> {
     }
 }
 
+/// Runs the pipeline in the handoff mode `CONFIG` names. Each mode is its own copy of the
+/// pipeline (a BPF subprogram) in which the mode is a constant, so the filter copy carries
+/// none of the SYN+ACK path and the kfunc copy is the program as it was: one program with
+/// the mode read at run time would need more than the 512-byte stack.
+///
+/// The mode comes from [`HANDOFF_MODE`], not `CONFIG`: a map lookup would take a stack slot in
+/// this frame, on top of the pipeline's.
 #[inline(always)]
-pub fn run(ctx: &XdpContext) -> u32 {
+pub fn run(raw: *mut xdp_md) -> u32 {
+    // SAFETY: a plain read of a constant the loader wrote (frozen .rodata).
+    let mode = unsafe { core::ptr::read_volatile(&HANDOFF_MODE) };
+    if Handoff::from_u8(mode) == Handoff::Filter {
+        run_in::<true>(raw)
+    } else {
+        run_in::<false>(raw)
+    }
+}
+
+/// The handoff mode, as `Config::handoff` holds it: the loader overrides it
+/// (`names::HANDOFF_GLOBAL`) with the mode `run` chose, before the verifier sees the program.
+#[unsafe(no_mangle)]
+static HANDOFF_MODE: u8 = Handoff::Kfunc as u8;
+
+#[inline(never)]
+fn run_in<const FILTER: bool>(raw: *mut xdp_md) -> u32 {
+    let ctx = &XdpContext::new(raw);
     let Some(config) = CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
-    let mut env = XdpEnv {
+    let mut env = XdpEnv::<FILTER> {
         ctx,
         config,
         located: false,

@@ -304,6 +304,14 @@ pub fn engaged(iface: &str) -> Result<bool> {
     Ok(state.get(&0, 0)?.engaged != 0)
 }
 
+/// `Config::handoff` of the instance on `iface` (a `Handoff` as u8), from its pinned `CONFIG`.
+pub fn handoff(iface: &str) -> Result<u8> {
+    let path = pin_dir(iface).join(names::CONFIG);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(data))?;
+    Ok(config.get(&0, 0)?.handoff)
+}
+
 /// Sets `Config::test_flags` (e.g. `Config::TEST_BENCH_NO_SOCKET`) of the instance on `iface`
 /// in its pinned `CONFIG`: the test-only switches no setting writes.
 pub fn set_test_flags(iface: &str, flags: u8) -> Result<()> {
@@ -373,13 +381,17 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Waits until the daemon logged that it is attached and its TC link is pinned; fails
-    /// with its log if it exits first or `timeout` passes.
+    /// Waits until the daemon logged that it is attached and its TC link is pinned (none in
+    /// the filter handoff, which has no TC); fails with its log if it exits first or
+    /// `timeout` passes.
     pub fn wait_attached(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let tc_link = pin_dir(&self.iface).join(names::TC_LINK);
         loop {
-            if self.log().contains("synguard attached to") && tc_link.exists() {
+            let log = self.log();
+            if log.contains("synguard attached to")
+                && (tc_link.exists() || log.contains(", handoff filter,"))
+            {
                 return Ok(());
             }
             if let Some(st) = self.try_wait()? {

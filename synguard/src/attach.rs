@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use log::warn;
-use synguard_common::maps::names;
+use synguard_common::maps::{Handoff, names};
 
 use crate::{
     iface::{IfaceName, ModeChoice, XdpMode},
@@ -25,11 +25,14 @@ use crate::{
 /// The eBPF object built by build.rs, embedded so the binary is self-contained.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SYNGUARD_EBPF_OBJECT"));
 
-/// Loads the object with its maps pinned in (or reused from) `dir`; with `shared`, the XDP
-/// program as an EXT program for a dispatcher slot ([`crate::xdp_dispatcher`]).
-pub fn load(dir: &Path, shared: bool) -> Result<Ebpf> {
+/// Loads the object with its maps pinned in (or reused from) `dir`, its XDP program set to
+/// the `handoff` mode; with `shared`, the XDP program as an EXT program for a dispatcher
+/// slot ([`crate::xdp_dispatcher`]).
+pub fn load(dir: &Path, shared: bool, handoff: Handoff) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir);
+    let mode = handoff as u8;
+    loader.override_global(names::HANDOFF_GLOBAL, &mode, true);
     if shared {
         loader.extension(names::XDP_PROG);
     }
@@ -164,14 +167,15 @@ fn bpf_link_ifindex(path: &Path) -> Result<u32> {
 pub enum Existing {
     /// No link pins.
     None,
-    /// Both links pinned and attached to this interface: a restart can swap the programs in.
-    Live { xdp: LinkStat, tc: LinkStat },
+    /// The XDP link (and the TC link, if the run's handoff needs one) pinned and attached to
+    /// this interface: a restart can swap the programs in.
+    Live { xdp: LinkStat, tc: Option<LinkStat> },
     /// Only the TC link is pinned, attached here: a previous run in a dispatcher (whose XDP
     /// program is the dispatcher's, not a link of synguard's). A restart joins the
     /// dispatcher again and swaps the TC program in.
     Dispatcher { tc: LinkStat },
     /// Some link pin exists but is not attached here any more (its interface went away, or
-    /// only one of the two was pinned).
+    /// only the TC link was pinned).
     Stale,
 }
 
@@ -185,7 +189,13 @@ pub fn existing_links(dir: &Path, ifindex: u32) -> Result<Existing> {
                 && x.ifindex == ifindex
                 && t.ifindex == ifindex =>
         {
-            Existing::Live { xdp: x, tc: t }
+            Existing::Live {
+                xdp: x,
+                tc: Some(t),
+            }
+        }
+        (Some(x), None) if x.link_type == Some(LinkType::Xdp) && x.ifindex == ifindex => {
+            Existing::Live { xdp: x, tc: None }
         }
         (None, Some(t)) if t.link_type == Some(LinkType::Tcx) && t.ifindex == ifindex => {
             Existing::Dispatcher { tc: t }
@@ -240,9 +250,9 @@ fn tc_prog(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
 }
 
 /// Attaches the XDP program through a dispatcher (joining the one on `ifindex`, or creating
-/// one in `choice`'s mode) and TC ingress, pinning the TC link in `dir` (or, when a
-/// previous run in a dispatcher left it pinned, swapping the program into it). `ebpf` was loaded
-/// with `shared`. Returns the XDP mode the dispatcher runs in and why.
+/// one in `choice`'s mode) and, `with_tc`, TC ingress, pinning the TC link in `dir` (or,
+/// when a previous run in a dispatcher left it pinned, swapping the program into it). `ebpf`
+/// was loaded with `shared`. Returns the XDP mode the dispatcher runs in and why.
 pub fn attach_shared(
     ebpf: &mut Ebpf,
     iface: &IfaceName,
@@ -250,11 +260,14 @@ pub fn attach_shared(
     choice: &ModeChoice,
     priority: u32,
     dir: &Path,
+    with_tc: bool,
 ) -> Result<ModeChoice> {
     let [_, tc_pin] = state_dir::link_pins(dir);
-    tc_prog(ebpf)?
-        .load()
-        .context("verifier rejected the TC program")?;
+    if with_tc {
+        tc_prog(ebpf)?
+            .load()
+            .context("verifier rejected the TC program")?;
+    }
     let ext: &mut aya::programs::Extension = ebpf
         .program_mut(names::XDP_PROG)
         .context("XDP program missing from object")?
@@ -275,6 +288,10 @@ pub fn attach_shared(
             format!("the {mode} mode of XDP dispatcher {id}, which synguard joined")
         },
     };
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(got);
+    }
     let tc = tc_prog(ebpf)?;
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
     let attached = if tc_pin.exists() {
@@ -310,28 +327,33 @@ pub fn attach_shared(
     Ok(got)
 }
 
-/// Loads both programs into the kernel (the verifier runs here).
-fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+/// Loads the programs into the kernel (the verifier runs here): XDP, and TC `with_tc`.
+/// Without TC, its kfunc is never looked up.
+fn load_programs(ebpf: &mut Ebpf, with_tc: bool) -> Result<()> {
     xdp_prog(ebpf)?
         .load()
         .context("verifier rejected the XDP program")?;
-    tc_prog(ebpf)?
-        .load()
-        .context("verifier rejected the TC program")?;
+    if with_tc {
+        tc_prog(ebpf)?
+            .load()
+            .context("verifier rejected the TC program")?;
+    }
     Ok(())
 }
 
-/// Attaches XDP (in the chosen mode, falling back to generic if allowed) and TC ingress to
-/// `iface`, and pins both links in `dir`. Returns the XDP mode actually attached and why.
+/// Attaches XDP (in the chosen mode, falling back to generic if allowed) and, `with_tc`, TC
+/// ingress to `iface`, and pins the links in `dir`. Returns the XDP mode actually attached
+/// and why.
 pub fn attach(
     ebpf: &mut Ebpf,
     iface: &IfaceName,
     choice: &ModeChoice,
     dir: &Path,
+    with_tc: bool,
 ) -> Result<ModeChoice> {
     let ifname = std::ffi::CString::new(iface.as_str()).context("interface name contains NUL")?;
     let [xdp_pin, tc_pin] = state_dir::link_pins(dir);
-    load_programs(ebpf)?;
+    load_programs(ebpf, with_tc)?;
     let xdp = xdp_prog(ebpf)?;
     let mut got = choice.clone();
     let id = match xdp.attach(ifname.as_c_str(), choice.mode.aya()) {
@@ -360,6 +382,10 @@ pub fn attach(
         .context("XDP link is not an fd link (kernel without XDP bpf_link?)")?;
     link.pin(xdp_pin).context("pinning the XDP link")?;
 
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(got);
+    }
     let tc = tc_prog(ebpf)?;
     let id = tc
         .attach(ifname.as_c_str(), TcAttachType::Ingress)
@@ -375,11 +401,12 @@ pub fn attach(
 
 /// Swaps the freshly loaded programs into the pinned links of a previous run
 /// (BPF_LINK_UPDATE), so the interface is never without a program. The pins stay in place
-/// throughout: the link fds come from them without unpinning.
-pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+/// throughout: the link fds come from them without unpinning. `with_tc`: the run has a TC
+/// link to replace too.
+pub fn replace(ebpf: &mut Ebpf, dir: &Path, with_tc: bool) -> Result<()> {
     let [xdp_pin, tc_pin] = state_dir::link_pins(dir);
-    // Load both first: a verifier failure must leave the running programs alone.
-    load_programs(ebpf)?;
+    // Load them first: a verifier failure must leave the running programs alone.
+    load_programs(ebpf, with_tc)?;
     let fd: FdLink = PinnedLink::from_pin(xdp_pin)
         .context("opening the pinned XDP link")?
         .into();
@@ -390,6 +417,10 @@ pub fn replace(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
     // Dropping our handle only closes our fd; the pin keeps the link.
     drop(xdp.take_link(id)?);
 
+    if !with_tc {
+        state_dir::restrict(dir)?;
+        return Ok(());
+    }
     let fd: FdLink = PinnedLink::from_pin(tc_pin)
         .context("opening the pinned TC link")?
         .into();

@@ -26,25 +26,20 @@ pub fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// The kernel check, alone: `run` refuses to load on a kernel without the kfunc. `kfunc`
-/// is what [`kfunc_in_btf`] found: the kernel's own BTF decides, not the release string,
+/// The kfunc check, alone: without the kfunc the `kfunc` handoff cannot work, and `auto`
+/// picks `filter` ([`crate::handoff::choose`]). `kfunc` is what [`kfunc_in_btf`] found: the kernel's own BTF decides, not the release string,
 /// which says nothing of backports or of a kernel built without the feature.
 pub fn kernel_ok(release: &str, kfunc: Result<bool, String>) -> Result<(), String> {
     match kfunc {
         Ok(true) => Ok(()),
         Ok(false) => Err(format!(
-            "Linux {release} has no {KFUNC} kfunc in its BTF (mainline added it in {}.{}), and \
-             synguard has no fallback without it: it refuses to run on this kernel",
+            "Linux {release} has no {KFUNC} kfunc in its BTF (mainline added it in {}.{})",
             MIN_KERNEL.0, MIN_KERNEL.1
         )),
         Err(e) => Err(format!(
             "cannot tell whether Linux {release} has the {KFUNC} kfunc: {e}"
         )),
     }
-}
-
-pub fn require_kernel() -> Result<()> {
-    kernel_ok(&kernel_release(), kfunc_in_btf()).map_err(anyhow::Error::msg)
 }
 
 /// `net.ipv4.tcp_ecn`: our SYN+ACK accepts ECN setup only when it is 1 or 2.
@@ -141,7 +136,7 @@ impl Report {
     }
 }
 
-fn kfunc_in_btf() -> Result<bool, String> {
+pub fn kfunc_in_btf() -> Result<bool, String> {
     let btf = aya_obj::btf::Btf::parse_file(Path::new(VMLINUX_BTF), aya::Endianness::default())
         .map_err(|e| format!("cannot parse {VMLINUX_BTF}: {e}"))?;
     Ok(btf
@@ -165,9 +160,20 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
             )),
         );
     }
-    match kernel_ok(&release, kfunc_in_btf()) {
+    let probes = crate::handoff::Probes {
+        release: release.clone(),
+        kfunc: kfunc_in_btf(),
+    };
+    match kernel_ok(&release, probes.kfunc.clone()) {
         Ok(()) => r.push("kfunc", Outcome::Ok(format!("{KFUNC} in vmlinux BTF"))),
-        Err(e) => r.push("kfunc", Outcome::Fail(e)),
+        Err(e) => r.push(
+            "kfunc",
+            Outcome::Warn(format!("{e}: only the filter handoff is possible")),
+        ),
+    }
+    match crate::handoff::choose(crate::handoff::Request::Auto, &probes) {
+        Ok(c) => r.push("handoff", Outcome::Ok(format!("{} ({})", c.mode, c.reason))),
+        Err(e) => r.push("handoff", Outcome::Fail(e)),
     }
 
     for s in REQUIRED_SYSCTLS {
@@ -493,7 +499,7 @@ mod tests {
         assert!(kernel_ok("6.18.44-fc-v669", Ok(true)).is_ok());
         let e = kernel_ok("6.18.44", Ok(false)).unwrap_err();
         assert!(
-            e.contains("Linux 6.18.44 has no bpf_sk_assign_tcp_reqsk") && e.contains("no fallback"),
+            e.contains("Linux 6.18.44 has no bpf_sk_assign_tcp_reqsk"),
             "{e}"
         );
         let e = kernel_ok(

@@ -232,6 +232,11 @@ pub struct RunArgs {
     /// auto, native or generic [default: auto].
     #[arg(long, value_parser = parse_xdp)]
     pub xdp_mode: Option<XdpRequest>,
+    /// How a handshake completes: auto (probe the kernel), kfunc (synguard's cookie, handed
+    /// to the listener by TC with bpf_sk_assign_tcp_reqsk, Linux 6.9+) or filter (XDP only
+    /// filters; the kernel's own syncookies answer SYNs) [default: auto].
+    #[arg(long, value_parser = crate::handoff::Request::from_str_arg)]
+    pub handoff: Option<crate::handoff::Request>,
     /// How to take the XDP hook: auto (join a libxdp-protocol dispatcher already there, else
     /// a single program), dispatcher (join or create one that xdp-filter and other libxdp
     /// users can join), or link (a single program) [default: auto].
@@ -323,6 +328,7 @@ impl RunArgs {
             tunables: t,
             metrics,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or(XdpRequest::Auto),
+            handoff: self.handoff.or(file.handoff).unwrap_or_default(),
             xdp_attach: self.xdp_attach.or(file.xdp_attach).unwrap_or_default(),
             xdp_priority: self
                 .xdp_priority

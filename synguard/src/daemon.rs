@@ -24,6 +24,7 @@ use crate::{
     auto::{self, Hysteresis, RateMeter, Rates, Thresholds, Transition},
     check,
     cli::RunArgs,
+    handoff,
     iface::{self, IfaceName, XdpHook, XdpMode, XdpRequest},
     keys,
     lists::{self, List},
@@ -48,6 +49,8 @@ pub struct RunOpts {
     pub tunables: Tunables,
     pub metrics: Option<SocketAddr>,
     pub xdp_mode: XdpRequest,
+    /// `--handoff`: resolved against the kernel's probes (or the pinned run) by `run`.
+    pub handoff: handoff::Request,
     pub xdp_attach: XdpAttach,
     pub xdp_priority: u32,
     pub rotation: Duration,
@@ -132,6 +135,8 @@ struct Attached {
     key_rotated_unix: u64,
     /// The shared secret(s) with `--key-file`.
     secrets: Option<keys::SecretSchedule>,
+    /// The handoff mode of every interface the daemon serves.
+    handoff: handoff::Choice,
     /// `members[0]` is [`RunOpts::iface`]: the maps the interfaces share are pinned in its
     /// directory, and every other member pins the same maps in its own
     /// ([`names::PER_IFACE`] excepted).
@@ -182,6 +187,9 @@ struct Claim {
     /// Only its TC link is pinned and attached: a previous run in a dispatcher, whose TC
     /// link takes the new program in place.
     tc_pinned: bool,
+    /// Taking over pinned links: whether they include a TC link (the handoff of the run that
+    /// pinned them).
+    existing_tc: Option<bool>,
 }
 
 impl Claim {
@@ -205,6 +213,11 @@ impl Claim {
             lock,
             live: matches!(existing, Existing::Live { .. }),
             tc_pinned: matches!(existing, Existing::Dispatcher { .. }),
+            existing_tc: match existing {
+                Existing::Live { tc, .. } => Some(tc.is_some()),
+                Existing::Dispatcher { .. } => Some(true),
+                _ => None,
+            },
         })
     }
 
@@ -239,7 +252,9 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         iface::require_ethernet(name, ifindex)?;
         ifindexes.push(ifindex);
     }
-    check::require_kernel()?;
+    let probes = handoff::Probes::run();
+    // A fresh attach needs the programs' mode only; fail before anything is created.
+    let fresh_choice = handoff::choose(o.handoff, &probes).map_err(anyhow::Error::msg)?;
     require_sysctls(o.fix_sysctls)?;
     let secrets = match &o.key_file {
         Some(p) => Some(keys::SecretSchedule::new(p.clone(), keys::Secret::read(p)?)),
@@ -257,8 +272,24 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     };
 
     let first = Claim::new(&o.iface, ifindexes[0])?;
+    // A takeover keeps the mode of the pinned links; the other interfaces take the first's.
+    let hc = match first.existing_tc {
+        Some(with_tc) => match handoff::for_takeover(
+            o.handoff,
+            with_tc,
+            RunState::load(&o.iface).map(|r| r.handoff_reason),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                first.undo();
+                anyhow::bail!(e);
+            }
+        },
+        None => fresh_choice,
+    };
+    info!("{}: handoff {}: {}", o.iface, hc.mode, hc.reason);
     let (ring, config, key_rotated_unix, (counters, mode, reason)) =
-        match setup(&o, &first, ncpus, secrets.as_ref()) {
+        match setup(&o, &first, ncpus, secrets.as_ref(), &hc) {
             Ok(a) => a,
             Err(e) => {
                 first.undo();
@@ -270,10 +301,11 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         config,
         key_rotated_unix,
         secrets,
+        handoff: hc,
         members: vec![Member::new(first, counters, mode, reason)],
     };
     for (name, &ifindex) in o.also.iter().zip(&ifindexes[1..]) {
-        match join(&o, &att.members[0].dir, name, ifindex) {
+        match join(&o, &att.members[0].dir, name, ifindex, &att.handoff) {
             Ok(m) => att.members.push(m),
             Err(e) => {
                 undo_members(&att.members);
@@ -293,6 +325,8 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         config: o.config_path.clone(),
         pid_ns: state_dir::pid_ns(),
         key_file: o.key_file.clone(),
+        handoff: att.handoff.mode.name().into(),
+        handoff_reason: att.handoff.reason.clone(),
     };
     store_run_state(&rs, &att);
 
@@ -437,10 +471,13 @@ fn setup(
     c: &Claim,
     ncpus: u32,
     secrets: Option<&keys::SecretSchedule>,
+    hc: &handoff::Choice,
 ) -> Result<(keys::KeyRing, Array<MapData, Config>, u64, Attach)> {
-    let (mut ebpf, choice, via_dispatcher) = load_member(o, c)?;
+    let (mut ebpf, choice, via_dispatcher) = load_member(o, c, hc)?;
     let mut config: Array<MapData, Config> = Array::try_from(take(&mut ebpf, names::CONFIG)?)?;
-    config.set(0, &o.tunables.to_config(ncpus), 0)?;
+    let mut cfg = o.tunables.to_config(ncpus);
+    cfg.handoff = hc.mode as u8;
+    config.set(0, &cfg, 0)?;
     let mut ports: Array<MapData, u64> = Array::try_from(take(&mut ebpf, names::PORTS)?)?;
     pinned_maps::write_ports(&mut ports, &o.tunables.ports)?;
     // The maps are pinned: the lists are in place before XDP sees a packet.
@@ -487,7 +524,7 @@ fn setup(
             _ => run_state::unix_now(),
         }
     };
-    let attached = attach_member(o, c, ebpf, choice, via_dispatcher)?;
+    let attached = attach_member(o, c, ebpf, choice, via_dispatcher, hc)?;
     Ok((ring, config, key_rotated_unix, attached))
 }
 
@@ -495,11 +532,17 @@ fn setup(
 /// [`names::PER_IFACE`]) in its own directory, so the same keys, MINTED marks, settings and
 /// lists serve both and a cookie minted on one validates on the other; then loads and
 /// attaches as for the first.
-fn join(o: &RunOpts, first_dir: &Path, name: &IfaceName, ifindex: u32) -> Result<Member> {
+fn join(
+    o: &RunOpts,
+    first_dir: &Path,
+    name: &IfaceName,
+    ifindex: u32,
+    hc: &handoff::Choice,
+) -> Result<Member> {
     let c = Claim::new(name, ifindex)?;
     let attached = share_maps(first_dir, &c)
-        .and_then(|()| load_member(o, &c))
-        .and_then(|(ebpf, choice, via)| attach_member(o, &c, ebpf, choice, via));
+        .and_then(|()| load_member(o, &c, hc))
+        .and_then(|(ebpf, choice, via)| attach_member(o, &c, ebpf, choice, via, hc));
     match attached {
         Ok((counters, mode, reason)) => {
             info!("{name}: served by this daemon with the maps of {}", o.iface);
@@ -548,7 +591,11 @@ fn share_maps(first_dir: &Path, c: &Claim) -> Result<()> {
 /// that need nothing loaded, and starts following the host's addresses for it. Returns the
 /// object, the XDP mode to attach in (`None`: taking over), and whether through a
 /// dispatcher.
-fn load_member(o: &RunOpts, c: &Claim) -> Result<(aya::Ebpf, Option<iface::ModeChoice>, bool)> {
+fn load_member(
+    o: &RunOpts,
+    c: &Claim,
+    hc: &handoff::Choice,
+) -> Result<(aya::Ebpf, Option<iface::ModeChoice>, bool)> {
     let (name, ifindex, live) = (&c.iface, c.ifindex, c.live);
     // Through a dispatcher (sharing the hook), when asked to or when one is already there.
     let shared = !live
@@ -571,7 +618,7 @@ fn load_member(o: &RunOpts, c: &Claim) -> Result<(aya::Ebpf, Option<iface::ModeC
         }
         Some(iface::choose_mode(name, o.xdp_mode)?)
     };
-    let mut ebpf = attach::load(&c.dir, shared)?;
+    let mut ebpf = attach::load(&c.dir, shared, hc.mode)?;
     let strips_vlan = iface::strips_vlan_tags(name)?;
     if strips_vlan {
         info!(
@@ -604,11 +651,12 @@ fn attach_member(
     mut ebpf: aya::Ebpf,
     choice: Option<iface::ModeChoice>,
     via_dispatcher: bool,
+    hc: &handoff::Choice,
 ) -> Result<Attach> {
     let (name, ifindex, dir) = (&c.iface, c.ifindex, c.dir.as_path());
     let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
     let (mode, reason) = if c.live {
-        attach::replace(&mut ebpf, dir)?;
+        attach::replace(&mut ebpf, dir, hc.mode.needs_tc())?;
         let [xdp_pin, _] = state_dir::link_pins(dir);
         let xdp = attach::pinned_link(&xdp_pin)?.context("XDP link pin vanished")?;
         let mode = match iface::xdp_hook(ifindex, xdp.prog_id) {
@@ -644,16 +692,24 @@ fn attach_member(
             attach::remove_link_pins(dir)?;
         }
         let got = if via_dispatcher {
-            attach::attach_shared(&mut ebpf, name, ifindex, &choice, o.xdp_priority, dir)?
+            attach::attach_shared(
+                &mut ebpf,
+                name,
+                ifindex,
+                &choice,
+                o.xdp_priority,
+                dir,
+                hc.mode.needs_tc(),
+            )?
         } else {
-            attach::attach(&mut ebpf, name, &choice, dir)?
+            attach::attach(&mut ebpf, name, &choice, dir, hc.mode.needs_tc())?
         };
         info!("{name}: XDP {}: {}", got.mode, got.reason);
         (Some(got.mode), got.reason)
     };
     info!(
-        "synguard attached to {name}, mode {}, ports {}",
-        o.tunables.mode, o.tunables.ports
+        "synguard attached to {name}, mode {}, handoff {}, ports {}",
+        o.tunables.mode, hc.mode, o.tunables.ports
     );
     Ok((counters, mode, reason))
 }
@@ -713,9 +769,9 @@ async fn event_loop(
                 );
             }
             let l = tokio::net::TcpListener::from_std(l)?;
-            let reg = Arc::new(metrics::registry(live.clone()));
+            let reg = Arc::new(metrics::registry(att.handoff.clone(), live.clone()));
             info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
-            let health = health_check(live.clone());
+            let health = health_check(live.clone(), att.handoff.mode.needs_tc());
             Some(AbortOnDrop(tokio::spawn(metrics::serve(l, reg, health))))
         }
         None => None,
@@ -936,7 +992,7 @@ const HEALTH_STALE: Duration = Duration::from_secs(5);
 /// GET /healthz: 200 while the event loop ticks and both program links are attached to the
 /// interface (read from their pins, as a restart would find them), 503 with the reason
 /// otherwise.
-fn health_check(live: Arc<Live>) -> metrics::Health {
+fn health_check(live: Arc<Live>, with_tc: bool) -> metrics::Health {
     Arc::new(move || {
         let since = live.since_beat();
         if since > HEALTH_STALE {
@@ -957,9 +1013,27 @@ fn health_check(live: Arc<Live>) -> metrics::Health {
                 .map_err(|e| format!("{name}: {e}"))
                 .and_then(|n| iface::ifindex(&n).map_err(|e| format!("{name}: {e:#}")))?;
             match attach::existing_links(&m.dir, ifindex) {
-                Ok(Existing::Live { xdp, tc }) => {
+                Ok(Existing::Live { xdp, tc: Some(tc) }) => {
                     ok.push(format!("{name}: XDP link {} and TC link {}", xdp.id, tc.id));
                 }
+                Ok(Existing::Live { xdp, tc: None }) if !with_tc => {
+                    ok.push(format!(
+                        "{name}: XDP link {} (filter handoff: no TC)",
+                        xdp.id
+                    ));
+                }
+                Ok(Existing::Live { .. }) => {
+                    return Err(format!("{name}: programs not attached: no TC link"));
+                }
+                // The filter handoff in a dispatcher pins nothing.
+                Ok(Existing::None) if !with_tc => match xdp_dispatcher::hook(ifindex) {
+                    Ok(Hook::Dispatcher { prog_id, .. }) => {
+                        ok.push(format!(
+                            "{name}: XDP dispatcher {prog_id} (filter handoff: no TC)"
+                        ));
+                    }
+                    _ => return Err(format!("{name}: programs not attached: no link pins")),
+                },
                 // Sharing the hook: the dispatcher holds the XDP program, no link pin.
                 Ok(Existing::Dispatcher { tc }) => match xdp_dispatcher::hook(ifindex) {
                     Ok(Hook::Dispatcher { prog_id, .. }) => {
@@ -1215,12 +1289,25 @@ fn reload(args: &RunArgs, o: &mut RunOpts, att: &mut Attached) -> Result<usize> 
         );
         new.rotation = o.rotation;
     }
-    let keep = (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file.clone());
+    if new.handoff != o.handoff {
+        warn!(
+            "{}: reload: handoff {} applies only to a fresh attach (`synguard detach`, then \
+             start); the programs keep the {} handoff",
+            o.iface, new.handoff, att.handoff.mode
+        );
+    }
+    let keep = (
+        o.metrics,
+        o.xdp_mode,
+        o.fix_sysctls,
+        o.key_file.clone(),
+        o.handoff,
+    );
     *o = new;
-    (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file) = keep;
+    (o.metrics, o.xdp_mode, o.fix_sysctls, o.key_file, o.handoff) = keep;
     let mut failed = None;
     for (name, ifindex) in added {
-        match join(o, &first_dir, &name, ifindex) {
+        match join(o, &first_dir, &name, ifindex, &att.handoff) {
             Ok(m) => {
                 changes += 1;
                 info!("{name}: reload: added");

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod daemon;
 mod events;
+mod handoff;
 mod iface;
 mod keys;
 mod listeners;

@@ -132,6 +132,8 @@ impl Live {
 /// each: a family appears once in an exposition.
 #[derive(Debug)]
 pub struct MapCollector {
+    /// The handoff mode the daemon attached in, and why (every interface has it).
+    pub handoff: crate::handoff::Choice,
     pub live: Arc<Live>,
 }
 
@@ -262,6 +264,26 @@ impl Collector for MapCollector {
                             ("mode", s.served.xdp_mode.map_or("unknown", XdpMode::name)),
                         ],
                         ConstGauge::new(1i64),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "synguard_handoff_mode",
+            "Handoff mode the daemon attached in, as a state set (1 for the one in force), with \
+             why it was chosen",
+            MetricType::Gauge,
+            all.iter().flat_map(|s| {
+                synguard_common::maps::Handoff::ALL.into_iter().map(|h| {
+                    let on = h == self.handoff.mode;
+                    (
+                        [
+                            ("iface", s.served.iface.as_str()),
+                            ("mode", h.name()),
+                            ("reason", if on { self.handoff.reason.as_str() } else { "" }),
+                        ],
+                        ConstGauge::new(i64::from(on)),
                     )
                 })
             }),
@@ -510,9 +532,9 @@ impl Collector for MapCollector {
     }
 }
 
-pub fn registry(live: Arc<Live>) -> Registry {
+pub fn registry(handoff: crate::handoff::Choice, live: Arc<Live>) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(MapCollector { live }));
+    r.register_collector(Box::new(MapCollector { handoff, live }));
     r
 }
 

@@ -37,6 +37,11 @@ pub struct RunState {
     /// The shared secret's file (`--key-file`), if the keys come from one.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// The handoff mode the daemon runs in (`Handoff::name`) and why it was chosen.
+    #[serde(default)]
+    pub handoff: String,
+    #[serde(default)]
+    pub handoff_reason: String,
 }
 
 impl RunState {
@@ -127,6 +132,8 @@ mod tests {
             config: None,
             pid_ns: Some(4026531836),
             key_file: None,
+            handoff: "filter".into(),
+            handoff_reason: "forced".into(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"xdp_mode\":\"native\""), "{text}");

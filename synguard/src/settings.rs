@@ -719,6 +719,7 @@ pub struct FileConfig {
     pub iface: Option<IfaceName>,
     pub metrics: Option<Option<SocketAddr>>,
     pub xdp_mode: Option<XdpRequest>,
+    pub handoff: Option<crate::handoff::Request>,
     pub xdp_attach: Option<crate::xdp_dispatcher::XdpAttach>,
     pub xdp_priority: Option<u32>,
     pub key_rotation: Option<Duration>,
@@ -732,6 +733,7 @@ const FILE_ONLY_KEYS: &[&str] = &[
     "iface",
     "metrics",
     "xdp_mode",
+    "handoff",
     "xdp_attach",
     "xdp_priority",
     "key_rotation",
@@ -765,6 +767,7 @@ impl FileConfig {
                     fc.metrics = Some(parse_metrics(&as_str(v)?).map_err(anyhow::Error::msg)?)
                 }
                 "xdp_mode" => fc.xdp_mode = Some(as_str(v)?.parse().map_err(anyhow::Error::msg)?),
+                "handoff" => fc.handoff = Some(as_str(v)?.parse().map_err(anyhow::Error::msg)?),
                 "xdp_attach" => {
                     fc.xdp_attach = Some(as_str(v)?.parse().map_err(anyhow::Error::msg)?)
                 }

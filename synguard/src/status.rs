@@ -11,6 +11,7 @@ use crate::{
     settings::Tunables,
     state_dir,
 };
+use synguard_common::maps::Handoff;
 
 #[derive(Serialize)]
 pub struct LinkOut {
@@ -33,6 +34,9 @@ pub struct StatusOut {
     pub daemon_pid: Option<u32>,
     /// Why the daemon chose its XDP mode.
     pub xdp_reason: Option<String>,
+    /// The handoff mode of the pinned programs (`CONFIG`), and why the daemon chose it.
+    pub handoff: String,
+    pub handoff_reason: Option<String>,
     pub engaged: bool,
     pub key_epoch: u32,
     /// Seconds since the active key was installed, when the daemon recorded it.
@@ -60,7 +64,10 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
         (Some(l), Some(i)) => l.ifindex == i,
         _ => false,
     };
-    let attached = here(&xdp) && here(&tc);
+    let snap = p.snapshot()?;
+    let handoff = Handoff::from_u8(snap.config.handoff);
+    // Without TC (the filter handoff), the XDP link alone is the attachment.
+    let attached = here(&xdp) && (here(&tc) || !handoff.needs_tc());
     let xdp_out = xdp.map(|l| LinkOut {
         link_id: l.id,
         prog_id: l.prog_id,
@@ -87,6 +94,11 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
         daemon_running: daemon.is_some(),
         daemon_pid: daemon,
         xdp_reason: rs.as_ref().map(|r| r.xdp_reason.clone()),
+        handoff: handoff.name().into(),
+        handoff_reason: rs
+            .as_ref()
+            .map(|r| r.handoff_reason.clone())
+            .filter(|r| !r.is_empty()),
         engaged: snap.state.engaged != 0,
         key_epoch: active.epoch,
         key_age_secs: rs
@@ -115,11 +127,14 @@ pub fn status(iface: &IfaceName, json: bool) -> Result<()> {
     println!("pins          {}", s.pin_dir);
     match (&s.xdp, s.attached) {
         (Some(x), true) => println!(
-            "attached      yes: XDP {} (prog {}, link {}), TC ingress via TCX (prog {})",
+            "attached      yes: XDP {} (prog {}, link {}), {}",
             x.mode.as_deref().unwrap_or("?"),
             x.prog_id,
             x.link_id,
-            s.tc.as_ref().map(|t| t.prog_id).unwrap_or(0)
+            match &s.tc {
+                Some(t) => format!("TC ingress via TCX (prog {})", t.prog_id),
+                None => "no TC (filter handoff)".into(),
+            }
         ),
         (Some(_), false) => println!(
             "attached      no: links are pinned but not attached to {} here (interface gone, \
@@ -130,6 +145,10 @@ pub fn status(iface: &IfaceName, json: bool) -> Result<()> {
     }
     if let Some(r) = &s.xdp_reason {
         println!("xdp choice    {r}");
+    }
+    match &s.handoff_reason {
+        Some(r) => println!("handoff       {} ({r})", s.handoff),
+        None => println!("handoff       {}", s.handoff),
     }
     match s.daemon_pid {
         Some(pid) => println!("daemon        running (pid {pid})"),

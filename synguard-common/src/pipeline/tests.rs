@@ -1956,3 +1956,123 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
     assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
     assert!(env.kernel_checks.is_empty());
 }
+
+impl Mock {
+    fn handoff(mut self, h: Handoff) -> Mock {
+        self.cfg.handoff = h as u8;
+        self
+    }
+}
+
+/// Filter handoff: an engaged SYN that passes every filter goes to the kernel untouched
+/// (no SYN+ACK, no key, no socket lookup), and an ACK to a listener goes to the kernel
+/// unchecked, where the kfunc handoff would answer the one and drop the other.
+#[test]
+fn filter_handoff_answers_nothing_and_validates_nothing() {
+    for v6 in [false, true] {
+        let syn = if v6 { Seg::syn6() } else { Seg::syn4() };
+        let mut env = Mock::new().mode(Mode::Always).handoff(Handoff::Filter);
+        let mut f = syn.frame();
+        let orig = f.clone();
+        assert_eq!(run(&mut f, &mut env), Verdict::Pass);
+        assert_eq!(f, orig, "a filtered SYN is not rewritten");
+        assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynToKernel]);
+        assert_eq!(
+            env.lookups, 0,
+            "no socket lookup for a SYN XDP does not answer"
+        );
+        assert_eq!(env.minted_writes, 0);
+
+        let mut ack = syn.clone();
+        ack.flags = ACK;
+        ack.ack = 0x1234_5678;
+        ack.options = vec![];
+        let mut af = ack.frame();
+        assert_eq!(run(&mut af, &mut env), Verdict::Pass);
+        assert_eq!(env.counts.last(), Some(&Counter::AckToKernel));
+        assert!(env.kernel_checks.is_empty());
+
+        // The same forged ACK under the kfunc handoff is dropped: the control.
+        let mut env = Mock::new().mode(Mode::Always);
+        let mut af = ack.frame();
+        assert_eq!(run(&mut af, &mut env), Verdict::Drop);
+        assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
+    }
+}
+
+/// Filter handoff keeps the filters: lists, flags, the per-source budget, reflection and
+/// forged RSTs; not engaged, it reads as the kfunc handoff does.
+#[test]
+fn filter_handoff_keeps_the_filters() {
+    let filt = || Mock::new().mode(Mode::Always).handoff(Handoff::Filter);
+    let mut env = filt();
+    env.list = ListVerdict::Deny;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::Deny]);
+
+    let mut env = filt();
+    let mut s = Seg::syn4();
+    s.flags = SYN | FIN;
+    assert_eq!(run(&mut s.frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::FlagSynFin]);
+
+    let mut env = filt();
+    env.cfg.src_syn_rate = 10;
+    env.src_ok = false;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::RateLimited]);
+
+    // No SYN+ACK is sent, so the SYN+ACK budget is not consulted.
+    let mut env = filt();
+    env.cfg.synack_rate_per_cpu = 10;
+    env.budget_ok = false;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynToKernel]);
+
+    let mut env = filt();
+    let mut s = Seg::syn4();
+    s.src = s.dst;
+    assert_eq!(run(&mut s.frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::Reflection]);
+
+    for flags in [RST, RST | ACK, SYN | ACK] {
+        let mut env = filt();
+        let mut s = Seg::syn4();
+        s.flags = flags;
+        s.ack = 7;
+        s.options = vec![];
+        assert_eq!(run(&mut s.frame(), &mut env), Verdict::Drop, "{flags:#x}");
+        assert_eq!(env.reasons(), vec![Counter::NoSocketDrop]);
+    }
+
+    // Not engaged (auto, quiet): SYNs and ACKs pass as under the kfunc handoff.
+    let mut env = Mock::new().mode(Mode::Auto).handoff(Handoff::Filter);
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    let mut ack = Seg::syn4();
+    ack.flags = ACK;
+    ack.options = vec![];
+    assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
+    assert_eq!(
+        env.reasons(),
+        vec![
+            Counter::SynSeen,
+            Counter::SynPassed,
+            Counter::AckPassedUnengaged
+        ]
+    );
+
+    // Monitor: the filters count but drop nothing.
+    let mut env = Mock::new().mode(Mode::Monitor).handoff(Handoff::Filter);
+    env.list = ListVerdict::Deny;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::Deny]);
+}
+
+#[test]
+fn unknown_handoff_value_reads_as_filter() {
+    let mut env = Mock::new().mode(Mode::Always);
+    env.cfg.handoff = 0xee;
+    let mut f = Seg::syn4().frame();
+    assert_eq!(run(&mut f, &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynToKernel]);
+}

@@ -253,6 +253,15 @@ fn run_host(bins: &Bins, logs: &Path) -> Result<Run> {
         .arg(&bins.synguard)
         .args(["--ip", "/usr/sbin/ip"])
         .args(XDP_MODES.iter().flat_map(|m| ["--xdp-mode", m]))
+        // On the host kernel every mode is also forced (issue 13).
+        .args([
+            "--handoff",
+            "auto",
+            "--handoff",
+            "kfunc",
+            "--handoff",
+            "filter",
+        ])
         .stdin(Stdio::null())
         .output()
         .context("running vmguest on the host")?;

@@ -53,6 +53,10 @@ struct Args {
     /// XDP attach modes to run the attached checks in.
     #[arg(long = "xdp-mode", default_values = ["generic"])]
     xdp_modes: Vec<String>,
+    /// `--handoff` values to run the attached checks in, each in every XDP mode; `auto`
+    /// rows keep the bare XDP mode as their label, the others read "MODE, --handoff H".
+    #[arg(long = "handoff", default_values = ["auto"])]
+    handoffs: Vec<String>,
     /// The protected port the listener uses.
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -161,8 +165,19 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
     r.check("-", report::CHECK, check, None);
 
     let mut peer_has_xdp = false;
-    for mode in &args.xdp_modes {
-        if mode == "native" && !peer_has_xdp {
+    let runs: Vec<(&String, &String)> = args
+        .handoffs
+        .iter()
+        .flat_map(|h| args.xdp_modes.iter().map(move |m| (h, m)))
+        .collect();
+    for (handoff, xdp) in runs {
+        let label = if handoff == "auto" {
+            xdp.clone()
+        } else {
+            format!("{xdp}, --handoff {handoff}")
+        };
+        let mode = &label;
+        if xdp == "native" && !peer_has_xdp {
             net::xdp_pass_on(&args.ip, &t.b.netns, &t.b.iface)
                 .context("XDP_PASS on the peer veth")?;
             peer_has_xdp = true;
@@ -177,9 +192,11 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
             "--mode",
             "always",
             "--xdp-mode",
-            mode,
+            xdp,
             "--metrics",
             "off",
+            "--handoff",
+            handoff,
         ];
         let mut d = t.synguard(&args.synguard, &t.a).spawn(srv_if, &run_args)?;
         if d.wait_attached(args.attach_timeout).is_err() {
@@ -220,7 +237,7 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
             })
             .unwrap_or_default();
         match net::xdp_mode(srv_ns, srv_if) {
-            Ok(Some(m)) if m == mode => r.emit(
+            Ok(Some(m)) if m == *xdp => r.emit(
                 mode,
                 report::ATTACH,
                 Outcome::Pass,
@@ -231,7 +248,7 @@ fn suite(args: &Args, r: &mut Results) -> Result<()> {
                 mode,
                 report::ATTACH,
                 Outcome::Fail,
-                format!("{attached}, but the kernel reports XDP mode {seen:?}, not {mode}"),
+                format!("{attached}, but the kernel reports XDP mode {seen:?}, not {xdp}"),
                 insns,
             ),
         }
@@ -424,6 +441,13 @@ impl Suite<'_> {
         Counters::read(&self.t.a.iface)
     }
 
+    /// The daemon runs in the filter handoff (its pinned `CONFIG` says so): the kernel's
+    /// syncookies answer, and forged ACKs go to the kernel, which resets them.
+    fn filter(&self) -> Result<bool> {
+        let h = synguard_harness::synguard::handoff(&self.t.a.iface)?;
+        Ok(h == synguard_common::maps::Handoff::Filter as u8)
+    }
+
     /// A real client in peer connects through synguard's cookie; bytes flow both ways.
     fn handshake(&self) -> Result<String> {
         let before = self.counters()?;
@@ -469,6 +493,18 @@ impl Suite<'_> {
             d.get(Counter::CookieAckValid),
             d.get(Counter::ReqskAssigned),
         );
+        if self.filter()? {
+            let to_kernel = d.get(Counter::SynToKernel);
+            if to_kernel == 0 || sent != 0 {
+                bail!(
+                    "filter handoff: connected, but syn_to_kernel +{to_kernel}, cookie_sent +{sent}"
+                );
+            }
+            return Ok(format!(
+                "connected, 4 bytes each way; filter handoff: syn_to_kernel +{to_kernel}, \
+                 cookie_sent +0"
+            ));
+        }
         let summary =
             format!("cookie_sent +{sent}, cookie_ack_valid +{valid}, reqsk_assigned +{assigned}");
         if sent == 0 || assigned == 0 {
@@ -511,6 +547,13 @@ impl Suite<'_> {
         let src_port = 40000 + (std::process::id() % 10000) as u16 + c.name.len() as u16 * 7;
         let frame = self.frame(c.flags, src_port, 0x1000_0000, None);
         let sock = self.peer_socket()?;
+        // In the filter handoff the kernel answers the SYN (its SYN+ACK comes back all the
+        // same), and XDP counts it as passed to it.
+        let counter = if c.counter == Counter::CookieSent && self.filter()? {
+            Counter::SynToKernel
+        } else {
+            c.counter
+        };
         let before = self.counters()?;
         sock.send(&frame)?;
         let port = self.args.port;
@@ -523,8 +566,8 @@ impl Suite<'_> {
         } else {
             net::replies(&sock, wait, |f| net::tcp_flags(f, port, src_port).is_some())?
         };
-        let moved = self.counters()?.delta(&before).get(c.counter);
-        let name = c.counter.name();
+        let moved = self.counters()?.delta(&before).get(counter);
+        let name = counter.name();
         if moved != 1 {
             bail!("{name} moved by {moved}, not 1");
         }
@@ -566,16 +609,32 @@ impl Suite<'_> {
         let replies = net::replies(&sock, Duration::from_millis(800), |f| {
             ports.iter().any(|&p| net::tcp_flags(f, port, p).is_some())
         })?;
-        let dropped = self
-            .counters()?
-            .delta(&before)
-            .get(Counter::CookieAckInvalid);
+        let d = self.counters()?.delta(&before);
+        let dropped = d.get(Counter::CookieAckInvalid);
+        let to_kernel = d.get(Counter::AckToKernel);
         let sockets_after = in_netns(&self.t.a.netns, || net::tcp_sockets_on(port))?;
         let accepted = match self.listener.accept() {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
             Err(e) => return Err(e).context("accept"),
         };
+        if accepted || sockets_after > sockets_before {
+            bail!(
+                "a socket opened (accept: {accepted}, sockets on :{port} {sockets_before} -> {sockets_after})"
+            );
+        }
+        if self.filter()? {
+            // The filter handoff validates nothing: the kernel checks its own cookie and
+            // resets each ACK.
+            if to_kernel != u64::from(n) || dropped != 0 {
+                bail!(
+                    "filter handoff: ack_to_kernel +{to_kernel}, cookie_ack_invalid +{dropped}, not {n} and 0"
+                );
+            }
+            return Ok(format!(
+                "{n} sent: filter handoff, ack_to_kernel +{to_kernel}, {replies} kernel replies, no socket"
+            ));
+        }
         if dropped != u64::from(n) {
             bail!("cookie_ack_invalid moved by {dropped}, not {n}");
         }

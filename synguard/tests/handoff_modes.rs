@@ -1,0 +1,284 @@
+//! Live tests of the handoff modes (issue 13), each forced with `--handoff` on the host
+//! kernel: real kernel clients exchanging data through synguard, the counters that say who
+//! answered, forged ACKs where the mode validates them, and the refusals.
+//!
+//! Need root; without it they fail under CI and skip otherwise.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use synguard_common::maps::{Counter, names};
+use synguard_harness::synguard::{pin_dir, test_run_args};
+use synguard_harness::{
+    ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Synguard, Topology,
+    TopologyOptions, flood, root_or_skip,
+};
+
+const PORT: u16 = 8443;
+const BIN: &str = env!("CARGO_BIN_EXE_synguard");
+/// Handshakes per family.
+const N: usize = 10;
+/// Forged segments per kind.
+const FORGED: u64 = 2000;
+
+fn topology() -> Result<Topology> {
+    Topology::new(TopologyOptions {
+        server_rps: false,
+        ..Default::default()
+    })
+}
+
+/// `synguard run --mode always --handoff HANDOFF` on the server veth, attached.
+fn start(topo: &Topology, handoff: &str) -> Result<Daemon> {
+    let port = PORT.to_string();
+    Synguard::new(BIN, &topo.srv.netns)
+        .owned_by(topo.id())
+        .start(
+            topo.server_iface(),
+            &test_run_args("always", &port, &["--handoff", handoff]),
+        )
+}
+
+/// N real connections per family, each sending and receiving data; all must succeed.
+fn handshakes(topo: &Topology) -> Result<()> {
+    for family in [Family::V4, Family::V6] {
+        let mut opts = ClientOptions::new(topo.server_addr(family, PORT), N);
+        opts.request_bytes = 4096;
+        opts.response_bytes = 16 * 1024;
+        let report = topo.run_clients(&opts)?;
+        assert_eq!(report.ok(), N, "{family:?}: failures {:?}", report.errors());
+    }
+    Ok(())
+}
+
+/// `FORGED` segments of `kind` (random numbers, spoofed sources) at the server port.
+fn forge(topo: &Topology, kind: FloodKind) -> Result<()> {
+    let mut opts = FloodOptions::new(kind, Family::V4, PORT, Duration::from_secs(20));
+    opts.count = Some(FORGED);
+    opts.rate_pps = Some(20_000);
+    flood::run(topo, &opts)?;
+    Ok(())
+}
+
+fn status(topo: &Topology) -> Result<serde_json::Value> {
+    let out = Synguard::new(BIN, &topo.srv.netns).ok(&[
+        "status",
+        "--iface",
+        topo.server_iface(),
+        "--json",
+    ])?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Filter handoff, engaged: every SYN goes to the kernel (`syn_to_kernel`), which completes
+/// the handshakes itself; XDP sends no SYN+ACK, no TC program is attached, and forged
+/// ACKs go to the kernel (`ack_to_kernel`), which opens nothing for them. Forged RSTs and
+/// invalid flags are still dropped in XDP.
+///
+/// On the code before the filter handoff, `--handoff` did not exist and synguard refused
+/// to start; forced to the kfunc handoff (the old path), the same SYNs are `cookie_sent`
+/// and the same ACKs `cookie_ack_invalid`, as the next test shows.
+#[test]
+fn filter_handoff_leaves_handshakes_to_the_kernel_and_keeps_the_filters() -> Result<()> {
+    if !root_or_skip("filter_handoff_leaves_handshakes_to_the_kernel") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let daemon = start(&topo, "filter")?;
+    let iface = topo.server_iface().to_string();
+    assert!(
+        !pin_dir(&iface).join(names::TC_LINK).exists(),
+        "the filter handoff attached TC"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("handoff filter: forced by --handoff filter"),
+        "{}",
+        daemon.log()
+    );
+    let st = status(&topo)?;
+    assert_eq!(st["handoff"], "filter", "{st}");
+    assert_eq!(st["attached"], true, "{st}");
+    assert!(st["tc"].is_null(), "{st}");
+
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    let total = 2 * N as u64;
+    assert_eq!(d.get(Counter::SynToKernel), total, "{:?}", d.nonzero());
+    for absent in [
+        Counter::CookieSent,
+        Counter::CookieAckValid,
+        Counter::ReqskAssigned,
+        Counter::CookieAckInvalid,
+        Counter::SynPassed,
+    ] {
+        assert_eq!(
+            d.get(absent),
+            0,
+            "{} moved: {:?}",
+            absent.name(),
+            d.nonzero()
+        );
+    }
+
+    let before = Counters::read(&iface)?;
+    forge(&topo, FloodKind::Ack)?;
+    forge(&topo, FloodKind::Rst)?;
+    forge(&topo, FloodKind::Flags(0x03))?; // SYN+FIN
+    let d = Counters::read(&iface)?.delta(&before);
+    println!("forged segments, filter handoff: {:?}", d.nonzero());
+    assert_eq!(d.get(Counter::AckToKernel), FORGED, "{:?}", d.nonzero());
+    assert_eq!(d.get(Counter::CookieAckInvalid), 0, "{:?}", d.nonzero());
+    assert_eq!(d.get(Counter::NoSocketDrop), FORGED, "{:?}", d.nonzero());
+    assert_eq!(d.get(Counter::FlagSynFin), FORGED, "{:?}", d.nonzero());
+    let st = server.stop();
+    assert_eq!(
+        st.accepted,
+        2 * N as u64,
+        "a forged ACK opened a connection: {st:?}"
+    );
+    Ok(())
+}
+
+/// Kfunc handoff, forced: XDP answers every SYN (`cookie_sent`), TC hands every ACK over
+/// (`reqsk_assigned`), and forged ACKs are dropped (`cookie_ack_invalid`). The control for
+/// the filter test: the same traffic, the other mode's counters.
+#[test]
+fn kfunc_handoff_forced_answers_in_xdp_and_drops_forged_acks() -> Result<()> {
+    if !root_or_skip("kfunc_handoff_forced_answers_in_xdp") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let daemon = start(&topo, "kfunc")?;
+    let iface = topo.server_iface().to_string();
+    assert!(pin_dir(&iface).join(names::TC_LINK).exists());
+    assert!(
+        daemon
+            .log()
+            .contains("handoff kfunc: forced by --handoff kfunc"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(status(&topo)?["handoff"], "kfunc");
+
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    let total = 2 * N as u64;
+    assert_eq!(d.get(Counter::CookieSent), total, "{:?}", d.nonzero());
+    assert_eq!(d.get(Counter::ReqskAssigned), total, "{:?}", d.nonzero());
+    assert_eq!(d.get(Counter::SynToKernel), 0, "{:?}", d.nonzero());
+
+    let before = Counters::read(&iface)?;
+    forge(&topo, FloodKind::Ack)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    assert_eq!(
+        d.get(Counter::CookieAckInvalid),
+        FORGED,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::AckToKernel), 0, "{:?}", d.nonzero());
+    assert_eq!(server.stop().accepted, 2 * N as u64);
+    Ok(())
+}
+
+/// `auto` on this kernel (which has the kfunc) picks kfunc by probing, and says why; a mode
+/// this build cannot do, or an unknown one, is refused before anything is created.
+#[test]
+fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
+    if !root_or_skip("auto_picks_by_probe_and_bad_modes_are_refused") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let iface = topo.server_iface().to_string();
+    let port = PORT.to_string();
+    let sg = Synguard::new(BIN, &topo.srv.netns).owned_by(topo.id());
+    for (mode, why) in [
+        ("kernel-cookie", "not available in this build"),
+        ("fast", "handoff must be one of auto, kfunc, filter"),
+    ] {
+        let mut args = vec!["run", "--iface", iface.as_str()];
+        args.extend(test_run_args("always", &port, &["--handoff", mode]));
+        let err = sg.fails(&args)?;
+        assert!(err.contains(why), "--handoff {mode}: {err}");
+        assert!(!pin_dir(&iface).exists(), "--handoff {mode} left pins");
+    }
+    let check = sg.ok(&["check"]).or_else(|_| -> Result<String> {
+        // `check` fails on unrelated host facts in a bare namespace; its report is on stdout.
+        let out = sg.output(&["check"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })?;
+    assert!(
+        check.contains("kfunc (auto: bpf_sk_assign_tcp_reqsk in vmlinux BTF)"),
+        "{check}"
+    );
+
+    let daemon = start(&topo, "auto")?;
+    assert!(
+        daemon
+            .log()
+            .contains("handoff kfunc: auto: bpf_sk_assign_tcp_reqsk in vmlinux BTF"),
+        "{}",
+        daemon.log()
+    );
+    Ok(())
+}
+
+/// A restart over the pinned links of a filter run (SIGUSR2, then `run` again) keeps the
+/// filter handoff, TC link or not: `auto` takes the links over in the pinned mode (the kernel
+/// here would give `auto` the kfunc), and a forced other mode is refused, changing nothing.
+/// Before the filter handoff, a pin directory with an XDP link and no TC link was "stale".
+#[test]
+fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
+    if !root_or_skip("a_takeover_keeps_the_filter_handoff") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let iface = topo.server_iface().to_string();
+    let port = PORT.to_string();
+    let mut d1 = start(&topo, "filter")?;
+    d1.signal(synguard_harness::Signal::SIGUSR2);
+    let st = d1.wait_exit(Duration::from_secs(20))?;
+    assert!(st.success(), "SIGUSR2 exit {st}:\n{}", d1.log());
+    assert!(pin_dir(&iface).join(names::XDP_LINK).exists());
+    assert!(!pin_dir(&iface).join(names::TC_LINK).exists());
+
+    let sg = Synguard::new(BIN, &topo.srv.netns).owned_by(topo.id());
+    let mut args = vec!["run", "--iface", iface.as_str()];
+    args.extend(test_run_args("always", &port, &["--handoff", "kfunc"]));
+    let err = sg.fails(&args)?;
+    assert!(
+        err.contains("in the filter handoff, which a takeover keeps"),
+        "{err}"
+    );
+    assert!(
+        pin_dir(&iface).join(names::XDP_LINK).exists(),
+        "the refusal removed the link"
+    );
+
+    let d2 = start(&topo, "auto")?;
+    let log = d2.log();
+    assert!(log.contains("took over the pinned links"), "{log}");
+    assert!(log.contains(", handoff filter,"), "{log}");
+    assert_eq!(status(&topo)?["handoff"], "filter");
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    assert_eq!(
+        d.get(Counter::SynToKernel),
+        2 * N as u64,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
+    server.stop();
+    drop(d2);
+    drop(d1);
+    Ok(())
+}
