@@ -16,6 +16,7 @@ mod initramfs;
 mod kernel;
 mod qemu;
 pub mod report;
+mod support;
 
 use std::{
     path::{Path, PathBuf},
@@ -76,6 +77,16 @@ pub struct VmtestArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1536)]
     memory: u32,
+    /// Write the kernel support table of this run (every kernel) into README.md.
+    #[arg(long)]
+    update_readme: bool,
+    /// Fail when README.md's support table differs from this run's (`cargo xtask test`).
+    #[arg(long)]
+    check_readme: bool,
+    /// Run nothing: make the support table from a saved run's results.json (of every
+    /// kernel), e.g. to `--update-readme` from a CI run.
+    #[arg(long)]
+    from_results: Option<PathBuf>,
 }
 
 impl Default for VmtestArgs {
@@ -87,6 +98,9 @@ impl Default for VmtestArgs {
             accel: Accel::Auto,
             timeout: 600,
             memory: 1536,
+            update_readme: false,
+            check_readme: true,
+            from_results: None,
         }
     }
 }
@@ -110,6 +124,14 @@ struct Run {
 }
 
 pub fn vmtest(a: &VmtestArgs) -> Result<()> {
+    if let Some(path) = &a.from_results {
+        let rows: Vec<serde_json::Value> = serde_json::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        return support_table(a, &rows, true);
+    }
     crate::setup::setup()?;
     if !nix::unistd::geteuid().is_root() {
         bail!("vmtest needs root: the host-kernel run builds network namespaces");
@@ -155,7 +177,29 @@ pub fn vmtest(a: &VmtestArgs) -> Result<()> {
             logs,
         }));
     }
-    report(&runs)
+    let rows = report(&runs)?;
+    support_table(a, &rows, a.kernel == KernelArg::All)
+}
+
+/// Writes the support table of `rows` to target/vmtest/support.md, and into README.md or
+/// against it as `a` says (only from a run over every kernel, `all`).
+fn support_table(a: &VmtestArgs, rows: &[serde_json::Value], all: bool) -> Result<()> {
+    let table = support::table(rows);
+    let md = crate::root().join("target/vmtest/support.md");
+    std::fs::create_dir_all(md.parent().context("target/vmtest")?)?;
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    let readme = crate::root().join("README.md");
+    if a.update_readme {
+        if !all {
+            bail!("--update-readme needs a run over every kernel (--kernel all)");
+        }
+        support::update_readme(&readme, &table)?;
+        println!("vmtest: wrote the support table into {}", readme.display());
+    } else if a.check_readme && all {
+        support::check_readme(&readme, &table)?;
+        println!("vmtest: README.md's support table matches this run");
+    }
+    Ok(())
 }
 
 struct Bins {
@@ -315,7 +359,8 @@ fn secs(d: Option<Duration>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn report(runs: &[Run]) -> Result<()> {
+/// Prints the tables, writes results.json and returns its rows; fails on a mismatch.
+fn report(runs: &[Run]) -> Result<Vec<serde_json::Value>> {
     let mut checks = Table::new();
     checks
         .load_style(UTF8_FULL_CONDENSED)
@@ -520,5 +565,5 @@ fn report(runs: &[Run]) -> Result<()> {
         );
     }
     println!("vmtest: every result is as expected");
-    Ok(())
+    Ok(json_rows)
 }

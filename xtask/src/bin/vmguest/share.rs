@@ -113,14 +113,18 @@ fn start_synguard(args: &Args, t: &VethPair, attach: &str) -> Result<Daemon> {
     Ok(d)
 }
 
-/// The id of the TC link synguard pinned on the server interface.
-fn tc_link_id(t: &VethPair) -> Result<u32> {
+/// The id of the TC link synguard pinned on the server interface; `None` without one (the
+/// filter handoff).
+fn tc_link_id(t: &VethPair) -> Result<Option<u32>> {
     use aya::programs::links::{FdLink, PinnedLink};
     let pin = pin_dir(&t.a.iface).join(synguard_common::maps::names::TC_LINK);
+    if !pin.exists() {
+        return Ok(None);
+    }
     let link: FdLink = PinnedLink::from_pin(&pin)
         .with_context(|| format!("opening {}", pin.display()))?
         .into();
-    Ok(link.info()?.id())
+    Ok(Some(link.info()?.id()))
 }
 
 fn stop(mut d: Daemon) -> Result<()> {
@@ -187,7 +191,7 @@ fn one_order(args: &Args, t: &VethPair, synguard_first: bool) -> Result<String> 
         let d = start_synguard(args, t, "dispatcher")?;
         let tc_after = tc_link_id(t)?;
         if tc_after != tc_before {
-            bail!("the restart re-attached TC (link {tc_before} became {tc_after})");
+            bail!("the restart re-attached TC (link {tc_before:?} became {tc_after:?})");
         }
         both_enforce(args, t, &listener, "after a restart in the dispatcher")?;
         // xdp-filter leaves first: synguard keeps answering.
@@ -203,9 +207,14 @@ fn one_order(args: &Args, t: &VethPair, synguard_first: bool) -> Result<String> 
         if crate::attached_prog_id(&t.a.netns, &t.a.iface)?.is_some() {
             bail!("an XDP program is left after both left");
         }
+        let kept = match tc_before {
+            Some(id) => format!("kept TC link {id}"),
+            // The filter handoff has no TC program.
+            None => "needed no TC link".into(),
+        };
         Ok(format!(
-            "both enforce ({hs}), also after a restart that kept TC link {tc_before}; each \
-             leaves the other running"
+            "both enforce ({hs}), also after a restart that {kept}; each leaves the other \
+             running"
         ))
     } else {
         load_filter()?;
