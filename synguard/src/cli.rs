@@ -123,8 +123,9 @@ pub enum Cmd {
     },
     /// Attached or not, XDP mode, key epoch and age, and every setting.
     Status {
+        /// The instance to show [default: every instance with a pin directory].
         #[arg(long)]
-        iface: IfaceName,
+        iface: Option<IfaceName>,
         #[arg(long)]
         json: bool,
     },

@@ -79,7 +79,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             watch,
             sample,
         } => stats::stats(&iface, json, watch, sample),
-        Cmd::Status { iface, json } => status::status(&iface, json),
+        Cmd::Status { iface, json } => match iface {
+            Some(iface) => status::status(&iface, json),
+            None => status::status_all(json),
+        },
         Cmd::Events {
             iface,
             json,
@@ -145,33 +148,19 @@ fn check_config(path: &std::path::Path) -> Result<()> {
 
 /// `detach --all`: every instance with a pin directory (package removal).
 fn detach_all(force: bool) -> Result<()> {
-    let root = std::path::Path::new(synguard_common::maps::names::PIN_ROOT);
-    let entries = match std::fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("nothing to detach: no {}", root.display());
-            return Ok(());
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(service::permission(format!("reading {}", root.display())));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let instances = state_dir::instances()?;
+    if instances.is_empty() {
+        println!(
+            "nothing to detach: no instance under {}",
+            synguard_common::maps::names::PIN_ROOT
+        );
+        return Ok(());
+    }
     let mut failed = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let Ok(iface) = name.parse::<IfaceName>() else {
-            continue;
-        };
-        if !entry.path().is_dir() {
-            continue;
-        }
+    for iface in instances {
         if let Err(e) = detach(&iface, force) {
             eprintln!("error: {iface}: {e:#}");
-            failed.push(name);
+            failed.push(iface.to_string());
         }
     }
     if !failed.is_empty() {

@@ -56,6 +56,32 @@ pub fn existing_dir(iface: &IfaceName) -> Result<PathBuf> {
     }
 }
 
+/// Every interface with a pin directory under the pin root, sorted; none if there is no
+/// root. A name that is no interface name (nothing synguard made) is skipped.
+pub fn instances() -> Result<Vec<IfaceName>> {
+    let root = Path::new(PIN_ROOT);
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(service::permission(format!("reading {}", root.display())));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", root.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        if let Some(iface) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            out.push(iface);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Restricts everything pinned in `dir` to root (mode 0600): keys live here.
 pub fn restrict(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir)? {

@@ -8,6 +8,7 @@ use crate::{
     iface::{self, IfaceName},
     pinned_maps::PinnedMaps,
     run_state::{self, RunState},
+    service,
     settings::Tunables,
     state_dir,
 };
@@ -115,12 +116,41 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
     })
 }
 
+/// `status` without `--iface`: every instance (a JSON array with `--json`), or "not
+/// running" (exit 3) when there is none.
+pub fn status_all(json: bool) -> Result<()> {
+    let instances = state_dir::instances()?;
+    if instances.is_empty() {
+        return Err(anyhow::Error::new(service::NotRunning(format!(
+            "synguard is not running on any interface: no instance under {}",
+            synguard_common::maps::names::PIN_ROOT
+        ))));
+    }
+    let all = instances.iter().map(gather).collect::<Result<Vec<_>>>()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for (i, s) in all.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_text(s);
+    }
+    Ok(())
+}
+
 pub fn status(iface: &IfaceName, json: bool) -> Result<()> {
     let s = gather(iface)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
+    print_text(&s);
+    Ok(())
+}
+
+fn print_text(s: &StatusOut) {
     let yn = |b: bool| if b { "yes" } else { "no" };
     let t = &s.settings;
     println!("interface     {}", s.iface);
@@ -218,5 +248,4 @@ pub fn status(iface: &IfaceName, json: bool) -> Result<()> {
         t.ttl,
         if t.ecn { "on" } else { "off" }
     );
-    Ok(())
 }

@@ -197,6 +197,18 @@ fn one_daemon_hands_off_an_ack_that_arrives_on_its_other_interface() -> Result<(
         .synguard(BIN, &t.pair.a)
         .start(&t.pair.a.iface, &args)?;
     wait_pins(&t.a2)?;
+    // `status` without --iface shows every instance, these two with one key ring.
+    let out = t.pair.synguard(BIN, &t.pair.a).ok(&["status", "--json"])?;
+    let all: serde_json::Value = serde_json::from_str(&out)?;
+    let mine: Vec<&serde_json::Value> = all
+        .as_array()
+        .context("status --json without --iface is an array")?
+        .iter()
+        .filter(|s| s["iface"] == t.pair.a.iface.as_str() || s["iface"] == t.a2.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2, "{out}");
+    assert!(mine.iter().all(|s| s["attached"] == true), "{out}");
+    assert_eq!(mine[0]["key_epoch"], mine[1]["key_epoch"], "{out}");
     // The second interface holds the same keys and MINTED, and its own counters.
     let (d1, d2) = (pin_dir(&t.pair.a.iface), pin_dir(&t.a2));
     for shared in [
