@@ -456,6 +456,31 @@ pub fn print(r: &Report) -> Result<()> {
     Ok(())
 }
 
+/// [`print`] as one JSON object, for scripts and config management.
+pub fn print_json(r: &Report) -> Result<()> {
+    let checks: Vec<serde_json::Value> = r
+        .items
+        .iter()
+        .map(|(what, o)| {
+            let (result, detail) = match o {
+                Outcome::Ok(m) => ("ok", m),
+                Outcome::Warn(m) => ("warn", m),
+                Outcome::Fail(m) => ("fail", m),
+            };
+            serde_json::json!({"name": what, "result": result, "detail": detail})
+        })
+        .collect();
+    let n = r.failures();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"checks": checks, "failures": n}))?
+    );
+    if n > 0 {
+        bail!("{n} check(s) failed");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

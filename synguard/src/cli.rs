@@ -140,6 +140,10 @@ pub enum Cmd {
         /// if `run --config FILE` would accept it, 4 with the reason if not.
         #[arg(long, conflicts_with_all = ["iface", "ports"])]
         config: Option<PathBuf>,
+        /// One JSON object: each check's name, result (ok, warn, fail) and detail, and the
+        /// number that failed. The exit code is the same as without it.
+        #[arg(long, conflicts_with = "config")]
+        json: bool,
     },
     /// Detach the programs and remove the pins, keys and counters.
     Detach {

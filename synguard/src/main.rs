@@ -99,7 +99,16 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Check {
             config: Some(path), ..
         } => check_config(&path),
-        Cmd::Check { iface, ports, .. } => check::print(&check::run_checks(iface.as_ref(), ports)),
+        Cmd::Check {
+            iface, ports, json, ..
+        } => {
+            let r = check::run_checks(iface.as_ref(), ports);
+            if json {
+                check::print_json(&r)
+            } else {
+                check::print(&r)
+            }
+        }
         Cmd::Detach { iface, all, force } => match (iface, all) {
             (Some(iface), _) => detach(&iface, force),
             (None, true) => detach_all(force),

@@ -520,6 +520,34 @@ fn bad_run_inputs_fail_and_change_nothing() {
         text.contains("listener :8080") && text.contains("all checks passed"),
         "{text}"
     );
+    // The same checks as JSON, with the same exit code.
+    let out = lab.sg(&["check", "--iface", &a, "--json"]);
+    assert!(out.status.success());
+    let j: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    assert_eq!(j["failures"], 0, "{j}");
+    let checks = j["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "listener :8080" && c["result"] == "ok"),
+        "{j}"
+    );
+    let out = lab.sg(&["check", "--iface", &a, "--ports", "8099", "--json"]);
+    assert!(!out.status.success());
+    let j: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    assert!(j["failures"].as_u64().unwrap() >= 1, "{j}");
+    assert!(
+        j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["result"] == "fail"
+                && c["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("nothing listens on TCP port 8099")),
+        "{j}"
+    );
     let st = lab.counters(&a);
     assert_eq!(st["listeners"]["listen"], 1, "{st}");
     drop(listener);
