@@ -456,7 +456,7 @@ pub fn print(r: &Report) -> Result<()> {
     Ok(())
 }
 
-/// [`print`] as one JSON object, for scripts and config management.
+/// [`print()`] as one JSON object, for scripts and config management.
 pub fn print_json(r: &Report) -> Result<()> {
     let checks: Vec<serde_json::Value> = r
         .items
