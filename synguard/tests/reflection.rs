@@ -54,9 +54,11 @@ fn syn(p: &VethPair, src: &[u8], dst: &[u8], sport: u16) -> Vec<u8> {
 }
 
 fn is_syn_ack(f: &[u8]) -> bool {
+    // TCP only: the peer's own ICMPv6 (a router solicitation as the link comes up) is no
+    // SYN+ACK, whatever byte sits where TCP's flags would.
     let tcp_flags = match f.get(12..14) {
-        Some([0x08, 0x00]) => f.get(14 + 20 + 13),
-        Some([0x86, 0xdd]) => f.get(14 + 40 + 13),
+        Some([0x08, 0x00]) if f.get(14 + 9) == Some(&6) => f.get(14 + 20 + 13),
+        Some([0x86, 0xdd]) if f.get(14 + 6) == Some(&6) => f.get(14 + 40 + 13),
         _ => None,
     };
     tcp_flags
