@@ -271,6 +271,22 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         None => None,
     };
 
+    // The runtime and the signal streams before anything is attached: a signal that comes
+    // once the pins exist (a supervisor's SIGHUP right after start) is queued for the loop,
+    // never met by its default action (SIGHUP's ends the process).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in_rt = rt.enter();
+        Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        }
+    };
     let first = Claim::new(&o.iface, ifindexes[0])?;
     // A takeover keeps the mode of the pinned links; the other interfaces take the first's.
     let hc = match first.existing_tc {
@@ -330,9 +346,6 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     };
     store_run_state(&rs, &att);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut o = o;
     let result = rt.block_on(event_loop(
         args,
@@ -340,6 +353,7 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         &mut att,
         &mut rs,
         metrics_listener,
+        signals,
     ));
     let how = match &result {
         Ok(Exit::Handover) => "SIGUSR2",
@@ -738,14 +752,22 @@ impl Member {
     }
 }
 
+/// The signals the event loop acts on, registered before the programs attach.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
 async fn event_loop(
     args: &RunArgs,
     o: &mut RunOpts,
     att: &mut Attached,
     rs: &mut RunState,
     metrics_listener: Option<std::net::TcpListener>,
+    signals: Signals,
 ) -> Result<Exit> {
-    use tokio::signal::unix::{SignalKind, signal};
     let live = Arc::new(Live::default());
     live.set_key_rotated(rs.key_rotated_unix);
     live.set_served(att.served());
@@ -776,10 +798,12 @@ async fn event_loop(
         }
         None => None,
     };
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+        hup: mut sighup,
+        usr2: mut sigusr2,
+    } = signals;
     // WATCHDOG=1 from the loop itself: a wedged loop (no rotation, no auto mode) stops it.
     let mut watchdog = service::watchdog_interval().map(|d| {
         info!("systemd watchdog: pinging every {d:?}");

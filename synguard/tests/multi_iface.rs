@@ -350,7 +350,7 @@ fn reload_adds_and_removes_an_interface() -> Result<()> {
 
     write(&[&t.pair.a.iface, &t.a2])?;
     daemon.signal(Signal::SIGHUP);
-    wait_pins(&t.a2)?;
+    wait_pins(&t.a2).with_context(|| daemon.log())?;
     let sport = t.split_handshake(43000)?;
     assert!(
         accepted(&l, sport)?,
