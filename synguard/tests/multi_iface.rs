@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use synguard_common::{
     flags,
     maps::{Counter, names},
-    testutil::{Seg, read_reply},
+    testutil::{Reply, Seg, read_reply},
 };
 use synguard_harness::{
     Counters, Daemon, RawSock, Signal, VethPair,
@@ -99,6 +99,13 @@ impl TwoLinks {
     /// A SYN on the first link, its SYN+ACK read back there, and the ACK sent on the second
     /// link. Returns the client port.
     fn split_handshake(&self, sport: u16) -> Result<u16> {
+        let (syn, r) = self.syn_on_first_link(sport, 0x1357_9bdf)?;
+        self.ack_on_second_link(&syn, &r)?;
+        Ok(sport)
+    }
+
+    /// A SYN from the client's `sport` on the first link, and the SYN+ACK read back there.
+    fn syn_on_first_link(&self, sport: u16, seq: u32) -> Result<(Seg, Reply)> {
         let p = &self.pair;
         let [n0, n1, n2] = PAIR_V4_NET;
         let mut s = Seg::syn4();
@@ -106,7 +113,7 @@ impl TwoLinks {
         s.dst[..4].copy_from_slice(&p.a.ipv4.octets());
         s.sport = sport;
         s.dport = PORT;
-        s.seq = 0x1357_9bdf;
+        s.seq = seq;
         s.flags = flags::SYN;
         // MSS only: no timestamps, so the ACK needs no TSecr.
         s.options = vec![2, 4, 0x05, 0xb4];
@@ -128,16 +135,20 @@ impl TwoLinks {
         if r.ack != s.seq.wrapping_add(1) {
             bail!("SYN+ACK acknowledges {:#x}, not our SYN", r.ack);
         }
-        let mut ack = s.clone();
+        Ok((s, r))
+    }
+
+    /// The ACK of `syn`'s SYN+ACK `r`, sent on the second link.
+    fn ack_on_second_link(&self, syn: &Seg, r: &Reply) -> Result<()> {
+        let mut ack = syn.clone();
         ack.flags = flags::ACK;
-        ack.seq = s.seq.wrapping_add(1);
+        ack.seq = syn.seq.wrapping_add(1);
         ack.ack = r.seq.wrapping_add(1);
         ack.options = vec![];
         let mut frame = ack.frame();
         frame[..6].copy_from_slice(&self.a2_mac);
         frame[6..12].copy_from_slice(&self.b2_mac);
-        netns::in_netns(&p.b.netns, || RawSock::open(&self.b2)?.send(&frame))?;
-        Ok(sport)
+        netns::in_netns(&self.pair.b.netns, || RawSock::open(&self.b2)?.send(&frame))
     }
 }
 
@@ -399,24 +410,7 @@ fn a_handover_restart_takes_over_every_interface() -> Result<()> {
     let mut first = sg.start(&t.pair.a.iface, &args)?;
     wait_pins(&t.a2)?;
     // A SYN answered by the first daemon, on the first link ...
-    let p = &t.pair;
-    let [n0, n1, n2] = PAIR_V4_NET;
-    let mut s = Seg::syn4();
-    s.src[..4].copy_from_slice(&[n0, n1, n2, CLIENT_HOST]);
-    s.dst[..4].copy_from_slice(&p.a.ipv4.octets());
-    (s.sport, s.dport, s.seq, s.flags) = (44000, PORT, 0x2468_ace0, flags::SYN);
-    s.options = vec![2, 4, 0x05, 0xb4];
-    let mut syn = s.frame();
-    syn[..6].copy_from_slice(&p.a.mac);
-    syn[6..12].copy_from_slice(&p.b.mac);
-    let synack = netns::in_netns(&p.b.netns, || {
-        let sock = RawSock::open(&p.b.iface)?;
-        sock.send(&syn)?;
-        sock.recv_matching(Duration::from_secs(3), |f| {
-            f.len() >= 54 && f[47] == flags::SYN | flags::ACK
-        })
-    })?
-    .context("no SYN+ACK")?;
+    let (syn, synack) = t.syn_on_first_link(44000, 0x2468_ace0)?;
     first.signal(Signal::SIGUSR2);
     let status = first.wait_exit(Duration::from_secs(10))?;
     assert!(status.success(), "{}", first.log());
@@ -433,14 +427,7 @@ fn a_handover_restart_takes_over_every_interface() -> Result<()> {
         || Ok(second.log().matches("took over the pinned links").count() == 2),
     )?;
     // ... and its ACK, after the restart, on the second link.
-    let r = read_reply(&synack);
-    let mut ack = s.clone();
-    (ack.flags, ack.seq, ack.ack) = (flags::ACK, s.seq.wrapping_add(1), r.seq.wrapping_add(1));
-    ack.options = vec![];
-    let mut frame = ack.frame();
-    frame[..6].copy_from_slice(&t.a2_mac);
-    frame[6..12].copy_from_slice(&t.b2_mac);
-    netns::in_netns(&p.b.netns, || RawSock::open(&t.b2)?.send(&frame))?;
+    t.ack_on_second_link(&syn, &synack)?;
     let ok = accepted(&l, 44000)?;
     let log = second.stop()?;
     assert!(ok, "the ACK after the restart was not handed off\n{log}");
