@@ -36,6 +36,9 @@ struct FuzzEnv {
     budget_ok: bool,
     sock: SockState,
     kernel_cookie: bool,
+    overflow_recent: bool,
+    /// Whether `kernel_cookie` mints (its ISN is derived from the SYN's sequence number).
+    kernel_isn: bool,
     iface: Option<IfaceFacts>,
     local: bool,
     src_broadcast: bool,
@@ -79,6 +82,12 @@ impl Env for FuzzEnv {
     }
     fn kernel_cookie_valid(&mut self, _: bool, _: usize, _: usize) -> bool {
         self.kernel_cookie
+    }
+    fn listener_overflow_recent(&self) -> bool {
+        self.overflow_recent
+    }
+    fn kernel_cookie(&mut self, _: &Flow, seq: u32, _: u16) -> Option<u32> {
+        self.kernel_isn.then_some(seq ^ 0x4b43_4b43)
     }
     fn hand_off(
         &mut self,
@@ -132,8 +141,18 @@ fn env_with_mode(i: &mut Input, b: u8, mode: u32) -> FuzzEnv {
             mode,
             ecn: b & 1,
             synack_window: i.u16(),
-            // Mostly kfunc; the filter handoff (and an unknown value, read as filter) too.
-            handoff: [0, 0, Handoff::Filter as u8, 0xee][usize::from(i.u8() & 3)],
+            // Mostly kfunc; the kernel-cookie and filter handoffs (and an unknown value,
+            // read as filter) too.
+            handoff: [
+                Handoff::Kfunc as u8,
+                Handoff::Kfunc as u8,
+                Handoff::Kfunc as u8,
+                Handoff::KernelCookie as u8,
+                Handoff::KernelCookie as u8,
+                Handoff::Filter as u8,
+                Handoff::Filter as u8,
+                0xee,
+            ][usize::from(i.u8() & 7)],
             ..Config::DEFAULT
         },
         state: State {
@@ -161,6 +180,8 @@ fn env_with_mode(i: &mut Input, b: u8, mode: u32) -> FuzzEnv {
             _ => SockState::Other,
         },
         kernel_cookie: i.u8() & 1 == 1,
+        overflow_recent: i.u8() % 4 != 0,
+        kernel_isn: i.u8() % 8 != 0,
         iface: {
             // Mostly the frame's own destination MAC (testutil's SERVER_MAC), so the SYN
             // path is reached; sometimes no entry or another MAC.
@@ -260,6 +281,13 @@ fuzz_target!(|data: &[u8]| {
             "the filter handoff answered or handed off: {d:?}"
         );
     }
+    let kernel_cookie = Handoff::from_u8(e.cfg.handoff) == Handoff::KernelCookie;
+    if kernel_cookie {
+        assert_ne!(d.verdict, Verdict::HandOff, "the kernel-cookie handoff handed off");
+        if matches!(d.verdict, Verdict::Tx { .. }) {
+            assert!(e.overflow_recent && e.kernel_isn, "answered without the kernel's cookie");
+        }
+    }
     match d.verdict {
         Verdict::Pass => {}
         Verdict::Drop => assert!(!monitor, "monitor mode dropped"),
@@ -274,6 +302,17 @@ fuzz_target!(|data: &[u8]| {
                 original[..6],
                 "reply leaves from the SYN's destination MAC"
             );
+            if kernel_cookie {
+                // The kernel's cookie as the ISN, and nothing the kernel cannot decode
+                // from it: an MSS option at most, no ECN.
+                assert_eq!(r.seq, r.ack.wrapping_sub(1) ^ 0x4b43_4b43);
+                assert!(
+                    r.options.is_empty() || (r.options.len() == 4 && r.options[..2] == [2, 4]),
+                    "{:?}",
+                    r.options
+                );
+                assert_eq!(r.flags & flags::ECE, 0);
+            }
         }
     }
     if d.verdict == Verdict::Pass || d.verdict == Verdict::Drop {

@@ -13,6 +13,7 @@ pub mod wire;
 // The pipeline, in the order a frame goes through it.
 pub mod dissect;
 pub mod handoff;
+pub mod kernel_cookie;
 pub mod pipeline;
 pub mod synack;
 

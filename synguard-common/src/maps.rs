@@ -7,6 +7,7 @@
 use core::mem::size_of;
 
 use crate::handoff::{CookieMeta, HandoffEntry, HandoffKey};
+use crate::kernel_cookie::CookieHeaders;
 
 /// Pin and map names. One home for them so the eBPF side and the controller cannot drift.
 pub mod names {
@@ -38,6 +39,9 @@ pub mod names {
     pub const HANDOFF: &str = "HANDOFF";
     /// XDP's per-CPU scratch slot for building a `HANDOFF` entry off the stack.
     pub const HANDOFF_SCRATCH: &str = "HANDOFF_SCRATCH";
+    /// XDP's per-CPU scratch slot for the headers `bpf_tcp_raw_gen_syncookie_*` reads
+    /// ([`crate::kernel_cookie::CookieHeaders`]).
+    pub const COOKIE_SCRATCH: &str = "COOKIE_SCRATCH";
     /// The maps each interface has for itself when one daemon serves several: its own
     /// counters, and its address and link facts (each interface's follower keeps them
     /// whole). Every other map is shared: the first interface's pin directory holds it and
@@ -135,6 +139,7 @@ pub const SPECS: &[MapSpec] = &[
     MapSpec::new::<(), ()>(names::EVENTS, MapType::RingBuf, EVENTS_BYTES),
     MapSpec::new::<SrcKey, SrcDrops>(names::SRC_DROPS, MapType::LruPerCpuHash, SRC_DROPS_ENTRIES),
     MapSpec::new::<u32, EventScratch>(names::EVENT_SCRATCH, MapType::PerCpuArray, 1),
+    MapSpec::new::<u32, CookieHeaders>(names::COOKIE_SCRATCH, MapType::PerCpuArray, 1),
 ];
 
 /// `HANDOFF` entries: cookie ACKs XDP validated and TC has not taken yet. TC takes each
@@ -192,27 +197,33 @@ impl core::fmt::Display for Mode {
 }
 
 /// How the handshake of a SYN to a protected port completes, stored in [`Config::handoff`].
-/// The value 1 is reserved for `kernel-cookie` (the kernel's own cookie, minted by XDP with
-/// `bpf_tcp_raw_gen_syncookie_*`), not built yet.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handoff {
     /// XDP answers SYNs with synguard's cookie and TC hands a valid ACK to the listener
     /// with `bpf_sk_assign_tcp_reqsk` (Linux 6.9+).
     Kfunc = 0,
+    /// XDP answers SYNs with the kernel's own cookie (`bpf_tcp_raw_gen_syncookie_*`,
+    /// Linux 6.0+), checks ACKs against it (`bpf_tcp_raw_check_syncookie_*`), and the
+    /// kernel completes the handshake itself (`cookie_v4_check`/`cookie_v6_check`). XDP
+    /// answers only while the listener's SYN-overflow stamp says the kernel would take the
+    /// cookie; otherwise the SYN goes to the kernel. No TC.
+    KernelCookie = 1,
     /// XDP only filters (flags, lists, rate limits, reflection, forged RSTs): it never
     /// answers a SYN nor validates a cookie; the kernel's own syncookies answer. No TC.
     Filter = 2,
 }
 
 impl Handoff {
-    pub const ALL: [Handoff; 2] = [Handoff::Kfunc, Handoff::Filter];
+    /// In the order `auto` prefers them.
+    pub const ALL: [Handoff; 3] = [Handoff::Kfunc, Handoff::KernelCookie, Handoff::Filter];
 
     /// The data path's reading of [`Config::handoff`]: an unknown value is `Filter`, which
     /// never answers a SYN it could not complete.
     pub const fn from_u8(v: u8) -> Handoff {
         match v {
             0 => Handoff::Kfunc,
+            1 => Handoff::KernelCookie,
             _ => Handoff::Filter,
         }
     }
@@ -221,14 +232,19 @@ impl Handoff {
     pub const fn name(self) -> &'static str {
         match self {
             Handoff::Kfunc => "kfunc",
+            Handoff::KernelCookie => "kernel-cookie",
             Handoff::Filter => "filter",
         }
     }
 
+    /// By [`Handoff::name`], ignoring case; `kernel_cookie` is taken too (a TOML habit).
     pub fn from_name(name: &str) -> Option<Handoff> {
-        Handoff::ALL
-            .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name.trim()))
+        let name = name.trim();
+        let same = |a: u8, b: u8| a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_');
+        Handoff::ALL.into_iter().find(|m| {
+            let n = m.name().as_bytes();
+            n.len() == name.len() && n.iter().zip(name.bytes()).all(|(&a, b)| same(a, b))
+        })
     }
 
     /// Whether this mode needs the TC program (and its kfunc).
@@ -716,6 +732,12 @@ counters! {
     /// Filter handoff, engaged: an ACK to a listener with no socket of its own, passed to
     /// the kernel, which checks its own cookie; XDP validates none.
     AckToKernel = "ack_to_kernel",
+    /// Kernel-cookie handoff, engaged: a SYN to a listener that would not take a kernel
+    /// cookie ACK now (its SYN-overflow stamp, or its reuseport group's, is older than
+    /// [`crate::kernel_cookie::OVERFLOW_FRESH_JIFFIES`], or the kernel would not mint one),
+    /// passed to the kernel, which answers it itself; with `net.ipv4.tcp_syncookies=2`
+    /// that answer refreshes the stamp.
+    KernelCookieStale = "kernel_cookie_stale",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -767,7 +789,7 @@ impl Counter {
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
             | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
-            | AckToKernel => Class::Verdict(Pass),
+            | AckToKernel | KernelCookieStale => Class::Verdict(Pass),
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
             | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
             | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable

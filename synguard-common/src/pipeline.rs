@@ -78,6 +78,17 @@
 //! listener passes (`AckToKernel`), for the kernel's own syncookies; RST and SYN+ACK to a
 //! listener alone are still dropped (`NoSocketDrop`). Not engaged, as above.
 //!
+//! In the kernel-cookie handoff ([`Handoff::KernelCookie`], see [`crate::kernel_cookie`])
+//! everything is as in the kfunc handoff except the cookie itself. A SYN that step 6 would
+//! answer is answered only if its listener would take a kernel cookie ACK now (its
+//! SYN-overflow stamp is recent, [`Env::listener_overflow_recent`]) and the kernel mints
+//! one ([`Env::kernel_cookie`]); otherwise it passes (`KernelCookieStale`) and the kernel
+//! answers it. The SYN+ACK carries the kernel's cookie as its ISN and an MSS option only
+//! ([`crate::kernel_cookie::answer_options`]), never ECN. An ACK to a listener alone is
+//! checked with `bpf_tcp_raw_check_syncookie_*` ([`Env::kernel_cookie_valid`]): valid, it
+//! passes to the kernel, which completes the handshake (`CookieAckValid`; nothing is
+//! handed off, there is no TC program); invalid, as for synguard's own cookie.
+//!
 //! "Engaged" means mode `Always`, or `Auto` while the controller sets `State::engaged`.
 //! In `Monitor` mode (and for an unknown mode value) every `Drop` is a `Pass`, still
 //! counted under its reason, and SYNs are never answered.
@@ -98,9 +109,10 @@ use crate::cookie::{Decoded, IsnMatch, MacPrefix};
 use crate::dissect::{Located, MAX_IP_LEN, Segment, dissect};
 use crate::flags::{self, FlagVerdict};
 use crate::flow::Flow;
+use crate::kernel_cookie;
 use crate::maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark};
 use crate::packet::Packet;
-use crate::synack;
+use crate::synack::{self, Reply};
 use crate::verifier::opaque;
 use crate::wire::tcp::{self, TcpHeader};
 use crate::wire::tcp_options::{self, TcpOptions};
@@ -152,6 +164,15 @@ pub trait Env {
     /// `l4`: whether the segment's ACK number is a cookie the kernel minted, within the
     /// kernel's own age limit. False if the headers are not in the packet.
     fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool;
+    /// Kernel-cookie handoff, for a SYN whose `socket_state` just returned `Listener`:
+    /// whether that listener would take an ACK carrying a kernel cookie now, by its
+    /// SYN-overflow stamp ([`crate::kernel_cookie::overflow_recent`]). The glue answers
+    /// from the lookup `socket_state` made; in the other handoffs it is never asked.
+    fn listener_overflow_recent(&self) -> bool;
+    /// `bpf_tcp_raw_gen_syncookie_ipv4/6`: the ISN the kernel's own syncookie gives a SYN
+    /// of `flow` with sequence number `seq` and MSS option `mss` (0: none), or `None` if
+    /// the kernel mints none (built without `CONFIG_SYN_COOKIES`).
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32>;
     /// Stores a validated cookie ACK's request-socket attributes
     /// (`CookieMeta::new(key, d, opts, tcph)`) in `HANDOFF`, for TC, under the segment's
     /// key (`HandoffKey::new(flow, tcph.seq, tcph.ack)`); false if the map refused it.
@@ -333,10 +354,10 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         FlagVerdict::Invalid(r) => reject(r.counter(), monitor),
         FlagVerdict::Syn => {
             env.count(Counter::SynSeen);
-            if filter_handoff(env) {
-                syn_filtered(env, &ctx)
-            } else {
-                syn(p, env, &ctx)
+            match handoff(env) {
+                Handoff::Filter => syn_filtered(env, &ctx),
+                Handoff::KernelCookie => syn_kernel_cookie(p, env, &ctx),
+                Handoff::Kfunc => syn(p, env, &ctx),
             }
         }
         FlagVerdict::Ack => match env.socket_state(&ctx.seg.flow) {
@@ -426,14 +447,8 @@ fn not_addressed_to_us<P: Packet + ?Sized, E: Env>(p: &P, env: &E, flow: &Flow) 
 fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome {
     let seg = &ctx.seg;
     // IPv4 options and IPv6 extension headers are fine: the reply goes without them.
-    // The broadcast lookup is a map access, so only engaged SYNs pay for it; unengaged,
-    // the kernel answers and drops a directed-broadcast source itself.
-    if !seg.flow.reflectable() || (ctx.engaged && env.src_local_broadcast(&seg.flow)) {
-        return if ctx.engaged {
-            reject(Counter::Reflection, ctx.monitor)
-        } else {
-            pass(Counter::Reflection)
-        };
+    if let Some(o) = reflection(env, ctx) {
+        return o;
     }
     // The MAC over the tuple is computed before the options walk: the verifier then
     // checks it once, not once per option combination the walk can end in.
@@ -495,8 +510,7 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
         &opts,
         &cfg,
         &facts,
-        &key,
-        &minted,
+        Reply::minted(&key, &minted),
         minted.ecn,
     ) {
         Some(len) => Some((Verdict::Tx { len }, Counter::CookieSent)),
@@ -506,12 +520,90 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     }
 }
 
-/// [`Handoff::Filter`]: the kernel's syncookies answer; XDP never answers nor validates.
-/// Read from the config where needed rather than kept in [`Ctx`]: the XDP frame has no
-/// stack to spare (512 bytes over the program and its `bpf_loop` callback).
+/// The handoff mode ([`Config::handoff`]). Read from the config where needed rather than
+/// kept in [`Ctx`]: the XDP frame has no stack to spare (512 bytes over the program and its
+/// `bpf_loop` callback). The XDP glue makes it a constant in each copy of the pipeline.
 #[inline(always)]
-fn filter_handoff<E: Env>(env: &E) -> bool {
-    Handoff::from_u8(env.config().handoff) == Handoff::Filter
+fn handoff<E: Env>(env: &E) -> Handoff {
+    Handoff::from_u8(env.config().handoff)
+}
+
+/// Step 6's reflection rule, in every handoff: the verdict for a SYN whose answer would
+/// reflect, or `None`. The broadcast lookup is a map access, so only engaged SYNs pay for
+/// it; unengaged, the kernel answers and drops a directed-broadcast source itself.
+#[inline(always)]
+fn reflection<E: Env>(env: &E, ctx: &Ctx) -> Option<Outcome> {
+    let flow = &ctx.seg.flow;
+    if flow.reflectable() && !(ctx.engaged && env.src_local_broadcast(flow)) {
+        return None;
+    }
+    Some(if ctx.engaged {
+        reject(Counter::Reflection, ctx.monitor)
+    } else {
+        pass(Counter::Reflection)
+    })
+}
+
+/// A SYN in the kernel-cookie handoff: as [`syn`], with the kernel's cookie and only
+/// while the listener would take it (see the module doc).
+#[inline(always)]
+fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome {
+    let seg = &ctx.seg;
+    if let Some(o) = reflection(env, ctx) {
+        return o;
+    }
+    let Ok(opts) = tcp_options::parse(p, seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
+        return reject(Counter::Malformed, ctx.monitor);
+    };
+    if !ctx.engaged {
+        return pass(Counter::SynPassed);
+    }
+    let cfg = env.config();
+    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
+        let now = env.now_ns();
+        if !env.src_syn_allowed(&seg.flow, now) {
+            return reject(Counter::RateLimited, ctx.monitor);
+        }
+        if !env.synack_budget(now) {
+            return reject(Counter::SynackCapHit, ctx.monitor);
+        }
+    }
+    let facts = match addressed_to_us(p, env, &seg.flow) {
+        Ok(f) => f,
+        Err(c) => return pass(c),
+    };
+    match env.socket_state(&seg.flow) {
+        SockState::Listener => {}
+        SockState::Other => return pass(Counter::ExistingSocket),
+        s => return pass(not_our_socket(s)),
+    }
+    // The kernel would reset the ACK of a cookie it does not expect: it answers this SYN
+    // itself (with its own cookie, under tcp_syncookies=2, which refreshes the stamp).
+    if !env.listener_overflow_recent() {
+        return pass(Counter::KernelCookieStale);
+    }
+    let Some(isn) = env.kernel_cookie(&seg.flow, ctx.tcph.seq, opts.mss) else {
+        return pass(Counter::KernelCookieStale);
+    };
+    let reply = Reply {
+        isn,
+        wscale: 0,
+        tsval: 0,
+    };
+    // No ECN: the kernel's cookie carries it only in the timestamp, which ours lacks.
+    match synack::build(
+        p,
+        seg,
+        ctx.tcph.seq,
+        &kernel_cookie::answer_options(&opts),
+        &cfg,
+        &facts,
+        reply,
+        false,
+    ) {
+        Some(len) => Some((Verdict::Tx { len }, Counter::CookieSent)),
+        None => reject(Counter::Malformed, false),
+    }
 }
 
 /// A SYN in the filter handoff: the reflection check and the per-source budget while
@@ -519,13 +611,8 @@ fn filter_handoff<E: Env>(env: &E) -> bool {
 /// walk or socket lookup: XDP sends nothing back.
 #[inline(always)]
 fn syn_filtered<E: Env>(env: &mut E, ctx: &Ctx) -> Outcome {
-    let flow = &ctx.seg.flow;
-    if !flow.reflectable() || (ctx.engaged && env.src_local_broadcast(flow)) {
-        return if ctx.engaged {
-            reject(Counter::Reflection, ctx.monitor)
-        } else {
-            pass(Counter::Reflection)
-        };
+    if let Some(o) = reflection(env, ctx) {
+        return o;
     }
     if !ctx.engaged {
         return pass(Counter::SynPassed);
@@ -557,16 +644,28 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
             None => reject(c, ctx.monitor),
         }
     };
-    if filter_handoff(env) {
+    let seg = &ctx.seg;
+    match handoff(env) {
         // The kernel checks its own cookie (and resets what fails it); XDP mints none to
         // check against.
-        return pass(if ctx.engaged {
-            Counter::AckToKernel
-        } else {
-            Counter::AckPassedUnengaged
-        });
+        Handoff::Filter => {
+            return pass(if ctx.engaged {
+                Counter::AckToKernel
+            } else {
+                Counter::AckPassedUnengaged
+            });
+        }
+        // The kernel's cookie, checked as the kernel will check it again; it then makes
+        // the socket itself.
+        Handoff::KernelCookie => {
+            return if env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
+                pass(Counter::CookieAckValid)
+            } else {
+                not_ours(env, Counter::CookieAckInvalid)
+            };
+        }
+        Handoff::Kfunc => {}
     }
-    let seg = &ctx.seg;
     let isn = ctx.tcph.seq.wrapping_sub(1);
     let cookie = ctx.tcph.ack.wrapping_sub(1);
     // The ISN's MAC bits first: a forged ACK fails here (all but 2^-27 of them per slot)

@@ -16,10 +16,34 @@ use crate::wire::ipv6::Ipv6Header;
 use crate::wire::tcp::{self, TcpHeader};
 use crate::wire::tcp_options::{self, TcpOptions};
 
+/// What the SYN+ACK answers with besides the client's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Our initial sequence number: the cookie.
+    pub isn: u32,
+    /// Our window scale (used only if the client offered window scaling).
+    pub wscale: u8,
+    /// Our timestamp (used only if the client offered timestamps).
+    pub tsval: u32,
+}
+
+impl Reply {
+    /// synguard's own cookie `minted` under `key`.
+    #[inline(always)]
+    pub fn minted(key: &KeySlot, minted: &Minted) -> Reply {
+        Reply {
+            isn: minted.isn,
+            wscale: key.wscale,
+            tsval: minted.tsval,
+        }
+    }
+}
+
 /// Rewrites the SYN at hand into our SYN+ACK and returns the new frame length.
 ///
 /// `seg` is the SYN's segment and `client_seq` its sequence number; `opts` are the
-/// client's options, `minted` our cookie for them; `iface` the ingress interface, whose MTU
+/// client's options as far as the cookie carries them; `reply` is the cookie (our ISN), and
+/// the window scale and timestamp we answer with; `iface` the ingress interface, whose MTU
 /// sets the MSS we advertise (clamped by the configured one). `None` only if the frame is shorter
 /// than the checks before promised, in which case it may be half rewritten.
 #[allow(clippy::too_many_arguments)]
@@ -31,14 +55,13 @@ pub fn build<P: Packet + ?Sized>(
     opts: &TcpOptions,
     cfg: &Config,
     iface: &IfaceFacts,
-    key: &KeySlot,
-    minted: &Minted,
+    reply: Reply,
     ecn: bool,
 ) -> Option<usize> {
     let flow = &seg.flow;
     let v6 = flow.is_v6();
     let adv_mss = iface.adv_mss(v6, if v6 { cfg.adv_mss6 } else { cfg.adv_mss4 });
-    let mut o = tcp_options::synack_options(opts, adv_mss, key.wscale, minted.tsval);
+    let mut o = tcp_options::synack_options(opts, adv_mss, reply.wscale, reply.tsval);
     // Our options fit in the client's whenever it sent an MSS option. A client that sent
     // none (a bare 54-byte SYN from a flood tool, typically) may leave no room for ours;
     // it then gets no MSS option and assumes the protocol default, which is safe.
@@ -46,7 +69,7 @@ pub fn build<P: Packet + ?Sized>(
     // fixed IP header, at or before the SYN's, over bytes already parsed.
     let l4 = seg.reply_l4();
     if p.load::<1>(l4 + tcp::HEADER_LEN + o.len - 1).is_none() {
-        o = tcp_options::synack_options(opts, 0, key.wscale, minted.tsval);
+        o = tcp_options::synack_options(opts, 0, reply.wscale, reply.tsval);
     }
     let olen = o.len;
     let tcp_len = tcp::HEADER_LEN + olen;
@@ -95,7 +118,7 @@ pub fn build<P: Packet + ?Sized>(
     let mut th = TcpHeader {
         src_port: flow.dst_port,
         dst_port: flow.src_port,
-        seq: minted.isn,
+        seq: reply.isn,
         ack: client_seq.wrapping_add(1),
         doff: (tcp_len / 4) as u8,
         reserved: 0,

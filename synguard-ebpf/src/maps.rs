@@ -11,6 +11,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use synguard_common::handoff::{CookieMeta, HandoffEntry, HandoffKey};
+use synguard_common::kernel_cookie::CookieHeaders;
 use synguard_common::maps::{
     COUNTER_COUNT, Config, Counter, EVENTS_BYTES, EventScratch, HANDOFF_ENTRIES, IFACE_ENTRIES,
     IfaceFacts, KEY_SLOTS, KeySlot, LIST_ENTRIES, LIST_SLOTS, LOCAL_ADDR_ENTRIES, LocalAddrKey,
@@ -63,6 +64,10 @@ pub static SRC_DROPS: LruPerCpuHashMap<SrcKey, SrcDrops> =
 /// (and reason constant) of the pipeline that ends in a drop.
 #[map]
 pub static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::pinned(1, 0);
+/// XDP's scratch slot for the headers `bpf_tcp_raw_gen_syncookie_*` reads (see
+/// `xdp::XdpEnv::kernel_cookie`).
+#[map]
+pub static COOKIE_SCRATCH: PerCpuArray<CookieHeaders> = PerCpuArray::pinned(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -10,7 +10,9 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action, xdp_md},
     helpers::{
-        bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+        bpf_jiffies64, bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4,
+        bpf_tcp_raw_check_syncookie_ipv6, bpf_tcp_raw_gen_syncookie_ipv4,
+        bpf_tcp_raw_gen_syncookie_ipv6,
     },
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -19,6 +21,7 @@ use synguard_common::{
     cookie::Decoded,
     dissect::Segment,
     flow::{Family, Flow},
+    kernel_cookie::overflow_recent,
     maps::{
         Action, Class, Config, Counter, EventScratch, Handoff, IfaceFacts, KeySlot,
         LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket,
@@ -32,15 +35,15 @@ use synguard_common::{
 
 use crate::{
     maps::{
-        ALLOW4, ALLOW6, CONFIG, DENY4, DENY6, EVENT_SCRATCH, EVENTS, HANDOFF, HANDOFF_SCRATCH,
-        IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS, SRC_DROPS, SRC_RATE, STATE,
-        SYNACK_BUCKET, count, count_value,
+        ALLOW4, ALLOW6, CONFIG, COOKIE_SCRATCH, DENY4, DENY6, EVENT_SCRATCH, EVENTS, HANDOFF,
+        HANDOFF_SCRATCH, IFACES, KEYS, LIST_FLAGS, LOCAL_ADDRS, MINTED, PORTS, SRC_DROPS, SRC_RATE,
+        STATE, SYNACK_BUCKET, count, count_value,
     },
     sock::{SockRef, TCP_LISTEN},
 };
 
-/// `FILTER`: the pipeline copy of the filter handoff (see [`run`]).
-struct XdpEnv<'a, const FILTER: bool> {
+/// `MODE`: the handoff (a `Handoff` as u8) of this copy of the pipeline (see [`run`]).
+struct XdpEnv<'a, const MODE: u8> {
     ctx: &'a XdpContext,
     /// The map value itself, not a copy: a copy would take 60 bytes of the pipeline's
     /// 512-byte stack. A live `synguard set` may land while a frame is being decided, so
@@ -50,18 +53,17 @@ struct XdpEnv<'a, const FILTER: bool> {
     /// The pipeline located the segment ([`Env::located`]), whose source, port and flags
     /// are then in `EVENT_SCRATCH`.
     located: bool,
+    /// Kernel-cookie copy: the listener the last `socket_state` found has a recent
+    /// SYN-overflow stamp ([`Env::listener_overflow_recent`]).
+    overflow_recent: bool,
 }
 
-impl<const FILTER: bool> Env for XdpEnv<'_, FILTER> {
+impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
     #[inline(always)]
     fn config(&self) -> Config {
         let mut c = *self.config;
         // The copy's mode, a constant in it, whatever the map holds.
-        c.handoff = if FILTER {
-            Handoff::Filter as u8
-        } else {
-            Handoff::Kfunc as u8
-        };
+        c.handoff = MODE;
         c
     }
 
@@ -171,11 +173,45 @@ impl<const FILTER: bool> Env for XdpEnv<'_, FILTER> {
                 if sk.is_mptcp() {
                     SockState::MptcpListener
                 } else {
+                    // Read here, while the reference is held; only this copy needs it.
+                    if MODE == Handoff::KernelCookie as u8 {
+                        // SAFETY: the helper takes no arguments and only reads the clock.
+                        let now = unsafe { bpf_jiffies64() } as u32;
+                        self.overflow_recent =
+                            sk.overflow_stamp().is_some_and(|s| overflow_recent(now, s));
+                    }
                     SockState::Listener
                 }
             }
             Some(_) => SockState::Other,
         }
+    }
+
+    #[inline(always)]
+    fn listener_overflow_recent(&self) -> bool {
+        self.overflow_recent
+    }
+
+    #[inline(always)]
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32> {
+        let h = COOKIE_SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: this CPU's scratch slot, which nothing else touches while XDP runs here
+        // (not preempted); filled, then only read by the helper.
+        let th_len = unsafe { (*h).fill(flow, seq, mss) };
+        // SAFETY: both headers are in the map value, of the sizes the helper reads
+        // (`struct iphdr`/`ipv6hdr`; the TCP header's `th_len` bytes, 20 or 24, within
+        // its 24); the helper only reads them.
+        let r = unsafe {
+            let ip = (*h).ip.as_mut_ptr();
+            let th = (*h).tcp.as_mut_ptr().cast::<tcphdr>();
+            if flow.is_v6() {
+                bpf_tcp_raw_gen_syncookie_ipv6(ip.cast::<ipv6hdr>(), th, th_len)
+            } else {
+                bpf_tcp_raw_gen_syncookie_ipv4(ip.cast::<iphdr>(), th, th_len)
+            }
+        };
+        // The cookie in the low 32 bits, the MSS it encodes above them; negative on error.
+        if r < 0 { None } else { Some(r as u32) }
     }
 
     #[inline(always)]
@@ -298,8 +334,9 @@ impl<const FILTER: bool> Env for XdpEnv<'_, FILTER> {
 
 /// Runs the pipeline in the handoff mode `CONFIG` names. Each mode is its own copy of the
 /// pipeline (a BPF subprogram) in which the mode is a constant, so the filter copy carries
-/// none of the SYN+ACK path and the kfunc copy is the program as it was: one program with
-/// the mode read at run time would need more than the 512-byte stack.
+/// none of the SYN+ACK path, the kernel-cookie copy none of synguard's cookie, and the kfunc
+/// copy is the program as it was: one program with the mode read at run time would need
+/// more than the 512-byte stack. The verifier follows only the copy the constant selects.
 ///
 /// The mode comes from [`HANDOFF_MODE`], not `CONFIG`: a map lookup would take a stack slot in
 /// this frame, on top of the pipeline's.
@@ -307,10 +344,10 @@ impl<const FILTER: bool> Env for XdpEnv<'_, FILTER> {
 pub fn run(raw: *mut xdp_md) -> u32 {
     // SAFETY: a plain read of a constant the loader wrote (frozen .rodata).
     let mode = unsafe { core::ptr::read_volatile(&HANDOFF_MODE) };
-    if Handoff::from_u8(mode) == Handoff::Filter {
-        run_in::<true>(raw)
-    } else {
-        run_in::<false>(raw)
+    match Handoff::from_u8(mode) {
+        Handoff::Filter => run_in::<{ Handoff::Filter as u8 }>(raw),
+        Handoff::KernelCookie => run_in::<{ Handoff::KernelCookie as u8 }>(raw),
+        Handoff::Kfunc => run_in::<{ Handoff::Kfunc as u8 }>(raw),
     }
 }
 
@@ -320,17 +357,18 @@ pub fn run(raw: *mut xdp_md) -> u32 {
 static HANDOFF_MODE: u8 = Handoff::Kfunc as u8;
 
 #[inline(never)]
-fn run_in<const FILTER: bool>(raw: *mut xdp_md) -> u32 {
+fn run_in<const MODE: u8>(raw: *mut xdp_md) -> u32 {
     let ctx = &XdpContext::new(raw);
     let Some(config) = CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: data..data_end is the packet, valid for this program run.
     let mut pkt = unsafe { RawPacket::new(ctx.data(), ctx.data_end()) };
-    let mut env = XdpEnv::<FILTER> {
+    let mut env = XdpEnv::<MODE> {
         ctx,
         config,
         located: false,
+        overflow_recent: false,
     };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
     let (action, reason) = match verdict {

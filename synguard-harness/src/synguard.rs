@@ -382,7 +382,7 @@ impl Daemon {
     }
 
     /// Waits until the daemon logged that it is attached and its TC link is pinned (none in
-    /// the filter handoff, which has no TC); fails with its log if it exits first or
+    /// the handoffs without TC); fails with its log if it exits first or
     /// `timeout` passes.
     pub fn wait_attached(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
@@ -390,7 +390,10 @@ impl Daemon {
         loop {
             let log = self.log();
             if log.contains("synguard attached to")
-                && (tc_link.exists() || log.contains(", handoff filter,"))
+                && (tc_link.exists()
+                    || synguard_common::maps::Handoff::ALL
+                        .iter()
+                        .any(|h| !h.needs_tc() && log.contains(&format!(", handoff {h},"))))
             {
                 return Ok(());
             }

@@ -42,6 +42,27 @@ pub fn kernel_ok(release: &str, kfunc: Result<bool, String>) -> Result<(), Strin
     }
 }
 
+/// `net.ipv4.tcp_syncookies`.
+pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
+
+/// What the kernel-cookie handoff makes of `net.ipv4.tcp_syncookies`: with 2 the kernel's
+/// own answers keep every listener's overflow stamp fresh, so XDP answers nearly every SYN;
+/// with 1 only a real SYN-queue overflow does, and most SYNs go to the kernel (never worse
+/// than the kernel alone, but XDP then answers only while the queue overflows).
+pub fn kernel_cookie_syncookies(v: Result<i64, String>) -> Outcome {
+    match v {
+        Ok(2) => {
+            Outcome::Ok("2: every listener's overflow stamp stays fresh, XDP answers SYNs".into())
+        }
+        Ok(v) => Outcome::Warn(format!(
+            "{v}: in the kernel-cookie handoff XDP answers a SYN only while its listener's \
+             SYN-overflow stamp is fresh, which with {v} only a real queue overflow makes it; \
+             set {SYNCOOKIES}=2 so the kernel's own answers keep it fresh"
+        )),
+        Err(e) => Outcome::Warn(e),
+    }
+}
+
 /// `net.ipv4.tcp_ecn`: our SYN+ACK accepts ECN setup only when it is 1 or 2.
 pub const TCP_ECN: &str = "net.ipv4.tcp_ecn";
 
@@ -136,12 +157,32 @@ impl Report {
     }
 }
 
-pub fn kfunc_in_btf() -> Result<bool, String> {
-    let btf = aya_obj::btf::Btf::parse_file(Path::new(VMLINUX_BTF), aya::Endianness::default())
-        .map_err(|e| format!("cannot parse {VMLINUX_BTF}: {e}"))?;
-    Ok(btf
-        .id_by_type_name_kind(KFUNC, aya_obj::btf::BtfKind::Func)
-        .is_ok())
+/// The running kernel's BTF, parsed once for the probes.
+pub fn vmlinux_btf() -> Result<aya_obj::btf::Btf, String> {
+    aya_obj::btf::Btf::parse_file(Path::new(VMLINUX_BTF), aya::Endianness::default())
+        .map_err(|e| format!("cannot parse {VMLINUX_BTF}: {e}"))
+}
+
+/// Whether [`KFUNC`] is a function in `btf`.
+pub fn kfunc_in(btf: &aya_obj::btf::Btf) -> bool {
+    btf.id_by_type_name_kind(KFUNC, aya_obj::btf::BtfKind::Func)
+        .is_ok()
+}
+
+/// The helpers the kernel-cookie handoff calls in XDP (mainline 6.0).
+pub const RAW_SYNCOOKIE_HELPERS: [&str; 2] = [
+    "bpf_tcp_raw_gen_syncookie_ipv4",
+    "bpf_tcp_raw_check_syncookie_ipv4",
+];
+
+/// Whether every one of [`RAW_SYNCOOKIE_HELPERS`] is in `btf`. A helper defined with
+/// `BPF_CALL_*` leaves the typedef `btf_<name>` in vmlinux BTF, whether or not the compiler
+/// kept the function itself (and BTF then names it).
+pub fn raw_syncookie_in(btf: &aya_obj::btf::Btf) -> bool {
+    RAW_SYNCOOKIE_HELPERS.iter().all(|h| {
+        btf.id_by_type_name_kind(&format!("btf_{h}"), aya_obj::btf::BtfKind::Typedef)
+            .is_ok()
+    })
 }
 
 /// Runs every check. `iface` and `ports` are optional: without ports, those of the running
@@ -160,20 +201,43 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
             )),
         );
     }
-    let probes = crate::handoff::Probes {
-        release: release.clone(),
-        kfunc: kfunc_in_btf(),
-    };
+    let probes = crate::handoff::Probes::run();
     match kernel_ok(&release, probes.kfunc.clone()) {
         Ok(()) => r.push("kfunc", Outcome::Ok(format!("{KFUNC} in vmlinux BTF"))),
         Err(e) => r.push(
             "kfunc",
-            Outcome::Warn(format!("{e}: only the filter handoff is possible")),
+            Outcome::Warn(format!(
+                "{e}: only the kernel-cookie and filter handoffs are possible"
+            )),
         ),
     }
-    match crate::handoff::choose(crate::handoff::Request::Auto, &probes) {
+    match &probes.raw_syncookie {
+        Ok(true) => r.push(
+            "syncookie helpers",
+            Outcome::Ok(format!(
+                "{} in vmlinux BTF",
+                RAW_SYNCOOKIE_HELPERS.join(", ")
+            )),
+        ),
+        Ok(false) => r.push(
+            "syncookie helpers",
+            Outcome::Warn(format!(
+                "{} missing from vmlinux BTF (mainline added them in 6.0): no kernel-cookie \
+                 handoff",
+                RAW_SYNCOOKIE_HELPERS.join(", ")
+            )),
+        ),
+        Err(e) => r.push("syncookie helpers", Outcome::Warn(e.clone())),
+    }
+    let choice = crate::handoff::choose(crate::handoff::Request::Auto, &probes);
+    match &choice {
         Ok(c) => r.push("handoff", Outcome::Ok(format!("{} ({})", c.mode, c.reason))),
-        Err(e) => r.push("handoff", Outcome::Fail(e)),
+        Err(e) => r.push("handoff", Outcome::Fail(e.clone())),
+    }
+    if let Ok(c) = &choice
+        && c.mode == synguard_common::maps::Handoff::KernelCookie
+    {
+        r.push(SYNCOOKIES, kernel_cookie_syncookies(sysctl(SYNCOOKIES)));
     }
 
     for s in REQUIRED_SYSCTLS {

@@ -3,11 +3,14 @@
 //!
 //! - `kfunc`: synguard's own cookie in XDP, TC hands the ACK to the listener with
 //!   `bpf_sk_assign_tcp_reqsk`; needs that kfunc in vmlinux BTF (mainline 6.9).
+//! - `kernel-cookie`: the kernel's own cookie, minted and checked in XDP with
+//!   `bpf_tcp_raw_gen_syncookie_*`/`bpf_tcp_raw_check_syncookie_*` (mainline 6.0), and the
+//!   kernel completes the handshake; no TC program. Connections XDP answers carry no
+//!   window scaling, SACK or ECN (see `synguard_common::kernel_cookie`).
 //! - `filter`: XDP filters (flags, lists, rate limits, reflection, forged RSTs) and the
 //!   kernel's own syncookies answer SYNs; no TC program, no kfunc. Anywhere XDP runs.
 //!
-//! `auto` takes the first the kernel can do. `kernel-cookie` (the kernel's cookie minted in
-//! XDP, for 6.0-6.8) is not built yet: asking for it is refused, and `auto` never picks it.
+//! `auto` takes the first of these the kernel can do.
 
 use std::{fmt, str::FromStr};
 
@@ -30,16 +33,9 @@ impl FromStr for Request {
         if t.eq_ignore_ascii_case("auto") {
             return Ok(Request::Auto);
         }
-        if t.eq_ignore_ascii_case("kernel-cookie") || t.eq_ignore_ascii_case("kernel_cookie") {
-            return Err(
-                "handoff kernel-cookie is not available in this build (planned for kernels \
-                 6.0-6.8 without bpf_sk_assign_tcp_reqsk); use auto, kfunc or filter"
-                    .into(),
-            );
-        }
-        Handoff::from_name(t)
-            .map(Request::Exactly)
-            .ok_or_else(|| format!("handoff must be one of auto, kfunc, filter; got {s:?}"))
+        Handoff::from_name(t).map(Request::Exactly).ok_or_else(|| {
+            format!("handoff must be one of auto, kfunc, kernel-cookie, filter; got {s:?}")
+        })
     }
 }
 
@@ -72,13 +68,36 @@ pub struct Probes {
     pub release: String,
     /// [`check::KFUNC`] in vmlinux BTF, or why that cannot be told.
     pub kfunc: Result<bool, String>,
+    /// [`check::RAW_SYNCOOKIE_HELPERS`] in vmlinux BTF, or why that cannot be told.
+    pub raw_syncookie: Result<bool, String>,
 }
 
 impl Probes {
     pub fn run() -> Probes {
+        let btf = check::vmlinux_btf();
         Probes {
             release: check::kernel_release(),
-            kfunc: check::kfunc_in_btf(),
+            kfunc: btf.as_ref().map(check::kfunc_in).map_err(Clone::clone),
+            raw_syncookie: btf
+                .as_ref()
+                .map(check::raw_syncookie_in)
+                .map_err(Clone::clone),
+        }
+    }
+
+    /// Why the kernel-cookie handoff cannot work here, if it cannot.
+    fn kernel_cookie_missing(&self) -> Option<String> {
+        let helpers = check::RAW_SYNCOOKIE_HELPERS.join(" and ");
+        match &self.raw_syncookie {
+            Ok(true) => None,
+            Ok(false) => Some(format!(
+                "Linux {} has no {helpers} helpers in its BTF (mainline added them in 6.0)",
+                self.release
+            )),
+            Err(e) => Some(format!(
+                "cannot tell whether Linux {} has the {helpers} helpers: {e}",
+                self.release
+            )),
         }
     }
 }
@@ -87,66 +106,127 @@ impl Probes {
 /// what is missing.
 pub fn choose(req: Request, p: &Probes) -> Result<Choice, String> {
     let kfunc = check::kernel_ok(&p.release, p.kfunc.clone());
-    match (req, kfunc) {
-        (Request::Exactly(Handoff::Kfunc), Ok(())) => Ok(Choice {
-            mode: Handoff::Kfunc,
-            reason: format!("forced by --handoff kfunc; {} in vmlinux BTF", check::KFUNC),
-        }),
-        (Request::Exactly(Handoff::Kfunc), Err(e)) => Err(format!(
-            "--handoff kfunc cannot work here: {e}; use --handoff filter (or auto)"
-        )),
-        (Request::Exactly(Handoff::Filter), _) => Ok(Choice {
+    let kernel_cookie = p.kernel_cookie_missing();
+    match req {
+        Request::Exactly(Handoff::Kfunc) => match kfunc {
+            Ok(()) => Ok(Choice {
+                mode: Handoff::Kfunc,
+                reason: format!("forced by --handoff kfunc; {} in vmlinux BTF", check::KFUNC),
+            }),
+            Err(e) => Err(format!(
+                "--handoff kfunc cannot work here: {e}; use --handoff kernel-cookie or \
+                 filter (or auto)"
+            )),
+        },
+        Request::Exactly(Handoff::KernelCookie) => match kernel_cookie {
+            None => Ok(Choice {
+                mode: Handoff::KernelCookie,
+                reason: "forced by --handoff kernel-cookie; the kernel's own cookie, minted \
+                         and checked in XDP"
+                    .into(),
+            }),
+            Some(e) => Err(format!(
+                "--handoff kernel-cookie cannot work here: {e}; use --handoff filter (or auto)"
+            )),
+        },
+        Request::Exactly(Handoff::Filter) => Ok(Choice {
             mode: Handoff::Filter,
             reason: "forced by --handoff filter; the kernel's syncookies answer SYNs".into(),
         }),
-        (Request::Auto, Ok(())) => Ok(Choice {
-            mode: Handoff::Kfunc,
-            reason: format!("auto: {} in vmlinux BTF", check::KFUNC),
-        }),
-        (Request::Auto, Err(e)) => Ok(Choice {
-            mode: Handoff::Filter,
-            reason: format!("auto: {e}; XDP filters and the kernel's syncookies answer SYNs"),
+        Request::Auto => Ok(match (kfunc, kernel_cookie) {
+            (Ok(()), _) => Choice {
+                mode: Handoff::Kfunc,
+                reason: format!("auto: {} in vmlinux BTF", check::KFUNC),
+            },
+            (Err(e), None) => Choice {
+                mode: Handoff::KernelCookie,
+                reason: format!(
+                    "auto: {e}; XDP answers with the kernel's own cookie ({} in vmlinux BTF)",
+                    check::RAW_SYNCOOKIE_HELPERS.join(", ")
+                ),
+            },
+            (Err(e), Some(k)) => Choice {
+                mode: Handoff::Filter,
+                reason: format!(
+                    "auto: {e}, and {k}; XDP filters and the kernel's syncookies answer SYNs"
+                ),
+            },
         }),
     }
 }
 
-/// The mode of a previous run whose pinned links `run` takes over: a link set cannot change
-/// mode, so it is the pinned one (TC link: `kfunc`, none: `filter`). A forced mode that
-/// differs is refused, naming the fix.
+/// The mode of a takeover of a previous run's pinned links. A TC link can be neither
+/// added nor dropped by a takeover, so with one the mode is `kfunc` (and another forced
+/// mode is refused, naming the fix); without one it is `kernel-cookie` or `filter`, whose
+/// XDP programs swap for each other: the requested one (`auto`: the previous run's,
+/// `prev_mode`, if it was one of these, else what `p` allows).
 pub fn for_takeover(
     req: Request,
     pinned_tc: bool,
-    prev_reason: Option<String>,
+    prev_mode: Option<(String, String)>,
+    p: &Probes,
 ) -> Result<Choice, String> {
-    let pinned = if pinned_tc {
-        Handoff::Kfunc
-    } else {
-        Handoff::Filter
-    };
-    if let Request::Exactly(m) = req
-        && m != pinned
-    {
-        return Err(format!(
-            "--handoff {m}: the pinned links of the previous run are in the {pinned} handoff, \
-             which a takeover keeps; `synguard detach` first to attach in another"
-        ));
+    if pinned_tc {
+        if let Request::Exactly(m) = req
+            && m != Handoff::Kfunc
+        {
+            return Err(format!(
+                "--handoff {m}: the pinned links of the previous run are in the kfunc \
+                 handoff, whose TC link a takeover keeps; `synguard detach` first to attach \
+                 in another"
+            ));
+        }
+        return Ok(Choice {
+            mode: Handoff::Kfunc,
+            reason: prev_mode
+                .map(|(_, r)| r)
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "kfunc: the mode of the pinned links".into()),
+        });
     }
-    Ok(Choice {
-        mode: pinned,
-        reason: prev_reason
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| format!("{pinned}: the mode of the pinned links")),
-    })
+    match req {
+        Request::Exactly(Handoff::Kfunc) => Err(
+            "--handoff kfunc: the pinned links of the previous run have no TC link, which a \
+             takeover cannot add; `synguard detach` first to attach in the kfunc handoff"
+                .into(),
+        ),
+        Request::Exactly(_) => choose(req, p),
+        Request::Auto => {
+            let prev = prev_mode
+                .and_then(|(m, r)| Some((Handoff::from_name(&m)?, r)))
+                .filter(|(m, _)| !m.needs_tc());
+            match prev {
+                Some((mode, reason))
+                    if mode != Handoff::KernelCookie || p.kernel_cookie_missing().is_none() =>
+                {
+                    Ok(Choice { mode, reason })
+                }
+                _ => {
+                    let c = choose(Request::Auto, p)?;
+                    Ok(if c.mode.needs_tc() {
+                        // The kfunc is there, but these links have no TC: the next best.
+                        choose(Request::Exactly(Handoff::KernelCookie), p).unwrap_or(Choice {
+                            mode: Handoff::Filter,
+                            reason: "filter: the pinned links have no TC link".into(),
+                        })
+                    } else {
+                        c
+                    })
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn probes(kfunc: Result<bool, String>) -> Probes {
+    fn probes(kfunc: Result<bool, String>, raw: Result<bool, String>) -> Probes {
         Probes {
             release: "6.1.0-28-cloud-amd64".into(),
             kfunc,
+            raw_syncookie: raw,
         }
     }
 
@@ -155,60 +235,140 @@ mod tests {
         assert_eq!("auto".parse(), Ok(Request::Auto));
         assert_eq!(" Filter ".parse(), Ok(Request::Exactly(Handoff::Filter)));
         assert_eq!("kfunc".parse(), Ok(Request::Exactly(Handoff::Kfunc)));
-        let e = "fast".parse::<Request>().unwrap_err();
-        assert!(
-            e.contains("auto, kfunc, filter") && e.contains("\"fast\""),
-            "{e}"
-        );
-        let e = "kernel-cookie".parse::<Request>().unwrap_err();
-        assert!(e.contains("not available in this build"), "{e}");
+        for n in ["kernel-cookie", "Kernel_Cookie"] {
+            assert_eq!(
+                n.parse(),
+                Ok(Request::Exactly(Handoff::KernelCookie)),
+                "{n}"
+            );
+        }
+        for bad in ["fast", "kernel", "kernel-cookies", ""] {
+            let e = bad.parse::<Request>().unwrap_err();
+            assert!(
+                e.contains("auto, kfunc, kernel-cookie, filter") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+        }
+        for h in Handoff::ALL {
+            assert_eq!(h.name().parse(), Ok(Request::Exactly(h)));
+        }
     }
 
     #[test]
-    fn auto_probes_the_kfunc() {
-        let c = choose(Request::Auto, &probes(Ok(true))).unwrap();
+    fn auto_takes_the_first_the_kernel_can_do() {
+        let c = choose(Request::Auto, &probes(Ok(true), Ok(true))).unwrap();
         assert_eq!(c.mode, Handoff::Kfunc);
-        let c = choose(Request::Auto, &probes(Ok(false))).unwrap();
-        assert_eq!(c.mode, Handoff::Filter);
+        // 6.0-6.8: the helpers without the kfunc.
+        let c = choose(Request::Auto, &probes(Ok(false), Ok(true))).unwrap();
+        assert_eq!(c.mode, Handoff::KernelCookie);
         assert!(
             c.reason
-                .contains("Linux 6.1.0-28-cloud-amd64 has no bpf_sk_assign_tcp_reqsk"),
+                .contains("Linux 6.1.0-28-cloud-amd64 has no bpf_sk_assign_tcp_reqsk")
+                && c.reason.contains("bpf_tcp_raw_gen_syncookie_ipv4"),
             "{}",
             c.reason
         );
-        // A BTF that cannot be read is no kfunc: filter needs none.
-        let c = choose(Request::Auto, &probes(Err("no BTF".into()))).unwrap();
+        let c = choose(Request::Auto, &probes(Ok(false), Ok(false))).unwrap();
         assert_eq!(c.mode, Handoff::Filter);
-    }
-
-    #[test]
-    fn takeover_keeps_the_pinned_mode() {
-        let c = for_takeover(Request::Auto, false, Some("auto: no kfunc".into())).unwrap();
-        assert_eq!(
-            (c.mode, c.reason.as_str()),
-            (Handoff::Filter, "auto: no kfunc")
-        );
-        let c = for_takeover(Request::Auto, true, None).unwrap();
-        assert_eq!(c.mode, Handoff::Kfunc);
-        let e = for_takeover(Request::Exactly(Handoff::Kfunc), false, None).unwrap_err();
-        assert!(
-            e.contains("in the filter handoff") && e.contains("synguard detach"),
-            "{e}"
-        );
+        assert!(c.reason.contains("added them in 6.0"), "{}", c.reason);
+        // A BTF that cannot be read is neither: filter needs none.
+        let c = choose(
+            Request::Auto,
+            &probes(Err("no BTF".into()), Err("no BTF".into())),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Handoff::Filter);
     }
 
     #[test]
     fn forced_modes() {
-        let e = choose(Request::Exactly(Handoff::Kfunc), &probes(Ok(false))).unwrap_err();
+        let e = choose(
+            Request::Exactly(Handoff::Kfunc),
+            &probes(Ok(false), Ok(true)),
+        )
+        .unwrap_err();
         assert!(
             e.contains("--handoff kfunc cannot work here") && e.contains("no bpf_sk_assign"),
             "{e}"
         );
+        let e = choose(
+            Request::Exactly(Handoff::KernelCookie),
+            &probes(Ok(true), Ok(false)),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("--handoff kernel-cookie cannot work here")
+                && e.contains("bpf_tcp_raw_gen_syncookie_ipv4"),
+            "{e}"
+        );
+        // Forced kernel-cookie where the kfunc exists too (the host tests do this).
+        let c = choose(
+            Request::Exactly(Handoff::KernelCookie),
+            &probes(Ok(true), Ok(true)),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Handoff::KernelCookie);
         for k in [Ok(true), Ok(false)] {
-            let c = choose(Request::Exactly(Handoff::Filter), &probes(k)).unwrap();
+            let c = choose(Request::Exactly(Handoff::Filter), &probes(k, Ok(false))).unwrap();
             assert_eq!(c.mode, Handoff::Filter);
         }
-        let c = choose(Request::Exactly(Handoff::Kfunc), &probes(Ok(true))).unwrap();
+        let c = choose(
+            Request::Exactly(Handoff::Kfunc),
+            &probes(Ok(true), Ok(false)),
+        )
+        .unwrap();
         assert_eq!(c.mode, Handoff::Kfunc);
+    }
+
+    #[test]
+    fn takeover_keeps_a_tc_link_and_swaps_only_between_modes_without_one() {
+        let all = probes(Ok(true), Ok(true));
+        let prev = |m: &str| Some((m.to_string(), format!("auto: {m} before")));
+        // A TC link: kfunc, whatever was recorded; another forced mode is refused.
+        let c = for_takeover(Request::Auto, true, None, &all).unwrap();
+        assert_eq!(c.mode, Handoff::Kfunc);
+        let e = for_takeover(Request::Exactly(Handoff::Filter), true, None, &all).unwrap_err();
+        assert!(
+            e.contains("in the kfunc handoff") && e.contains("synguard detach"),
+            "{e}"
+        );
+        // No TC link: auto keeps the previous run's mode and reason.
+        for m in [Handoff::Filter, Handoff::KernelCookie] {
+            let c = for_takeover(Request::Auto, false, prev(m.name()), &all).unwrap();
+            assert_eq!((c.mode, c.reason), (m, format!("auto: {m} before")));
+        }
+        // Kfunc cannot be taken over into: no TC link to keep.
+        let e = for_takeover(
+            Request::Exactly(Handoff::Kfunc),
+            false,
+            prev("filter"),
+            &all,
+        )
+        .unwrap_err();
+        assert!(e.contains("no TC link"), "{e}");
+        // The two modes without TC swap when asked.
+        let c = for_takeover(
+            Request::Exactly(Handoff::KernelCookie),
+            false,
+            prev("filter"),
+            &all,
+        )
+        .unwrap();
+        assert_eq!(c.mode, Handoff::KernelCookie);
+        // No record of the previous run, the kfunc there: the best mode without TC.
+        let c = for_takeover(Request::Auto, false, None, &all).unwrap();
+        assert_eq!(c.mode, Handoff::KernelCookie);
+        let c = for_takeover(Request::Auto, false, None, &probes(Ok(true), Ok(false))).unwrap();
+        assert_eq!(c.mode, Handoff::Filter);
+        // A recorded kernel-cookie run on a kernel without the helpers (cannot happen
+        // unless the kernel changed under the pins): filter.
+        let c = for_takeover(
+            Request::Auto,
+            false,
+            prev("kernel-cookie"),
+            &probes(Ok(false), Ok(false)),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Handoff::Filter);
     }
 }

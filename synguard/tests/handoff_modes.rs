@@ -10,7 +10,7 @@ use anyhow::Result;
 use synguard_common::maps::{Counter, names};
 use synguard_harness::synguard::{pin_dir, test_run_args};
 use synguard_harness::{
-    ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Synguard, Topology,
+    ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Role, Synguard, Topology,
     TopologyOptions, flood, root_or_skip,
 };
 
@@ -41,8 +41,16 @@ fn start(topo: &Topology, handoff: &str) -> Result<Daemon> {
 
 /// N real connections per family, each sending and receiving data; all must succeed.
 fn handshakes(topo: &Topology) -> Result<()> {
+    handshakes_with(topo, None)
+}
+
+/// [`handshakes`], `concurrency` at a time (None: the client's default).
+fn handshakes_with(topo: &Topology, concurrency: Option<usize>) -> Result<()> {
     for family in [Family::V4, Family::V6] {
         let mut opts = ClientOptions::new(topo.server_addr(family, PORT), N);
+        if let Some(c) = concurrency {
+            opts.concurrency = c;
+        }
         opts.request_bytes = 4096;
         opts.response_bytes = 16 * 1024;
         let report = topo.run_clients(&opts)?;
@@ -187,8 +195,8 @@ fn kfunc_handoff_forced_answers_in_xdp_and_drops_forged_acks() -> Result<()> {
     Ok(())
 }
 
-/// `auto` on this kernel (which has the kfunc) picks kfunc by probing, and says why; a mode
-/// this build cannot do, or an unknown one, is refused before anything is created.
+/// `auto` on this kernel (which has the kfunc) picks kfunc by probing, and says why; an
+/// unknown mode is refused before anything is created.
 #[test]
 fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
     if !root_or_skip("auto_picks_by_probe_and_bad_modes_are_refused") {
@@ -199,8 +207,14 @@ fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
     let port = PORT.to_string();
     let sg = Synguard::new(BIN, &topo.srv.netns).owned_by(topo.id());
     for (mode, why) in [
-        ("kernel-cookie", "not available in this build"),
-        ("fast", "handoff must be one of auto, kfunc, filter"),
+        (
+            "fast",
+            "handoff must be one of auto, kfunc, kernel-cookie, filter",
+        ),
+        (
+            "kernel",
+            "handoff must be one of auto, kfunc, kernel-cookie, filter",
+        ),
     ] {
         let mut args = vec!["run", "--iface", iface.as_str()];
         args.extend(test_run_args("always", &port, &["--handoff", mode]));
@@ -230,8 +244,9 @@ fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
 }
 
 /// A restart over the pinned links of a filter run (SIGUSR2, then `run` again) keeps the
-/// filter handoff, TC link or not: `auto` takes the links over in the pinned mode (the kernel
-/// here would give `auto` the kfunc), and a forced other mode is refused, changing nothing.
+/// filter handoff: `auto` takes the links over in the recorded mode (the kernel here would
+/// give `auto` the kfunc), and forcing kfunc, which needs a TC link, is refused, changing
+/// nothing.
 /// Before the filter handoff, a pin directory with an XDP link and no TC link was "stale".
 #[test]
 fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
@@ -253,7 +268,7 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     args.extend(test_run_args("always", &port, &["--handoff", "kfunc"]));
     let err = sg.fails(&args)?;
     assert!(
-        err.contains("in the filter handoff, which a takeover keeps"),
+        err.contains("have no TC link, which a takeover cannot add"),
         "{err}"
     );
     assert!(
@@ -280,5 +295,159 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     server.stop();
     drop(d2);
     drop(d1);
+    Ok(())
+}
+
+/// The listener sockets `topo.start_server` opens: one IPv4 and one IPv6.
+const LISTENERS: u64 = 2;
+
+/// One connection at a time, so each SYN meets the stamp the previous handshake left: the
+/// first to each listener is the only one the kernel answers.
+fn sequential_handshakes(topo: &Topology) -> Result<()> {
+    handshakes_with(topo, Some(1))
+}
+
+/// Kernel-cookie handoff with `tcp_syncookies=2`: XDP answers SYNs with the kernel's own
+/// cookie (`cookie_sent`), checks each ACK against it (`cookie_ack_valid`), and the kernel
+/// completes every handshake; no TC program, nothing handed off. The first SYN to each
+/// listener meets a stamp that never overflowed and goes to the kernel
+/// (`kernel_cookie_stale`), whose answer refreshes it. Forged ACKs are dropped.
+///
+/// On the code before it, `--handoff kernel-cookie` was refused.
+#[test]
+fn kernel_cookie_handoff_answers_with_the_kernels_cookie() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_answers_with_the_kernels_cookie") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
+    let daemon = start(&topo, "kernel-cookie")?;
+    let iface = topo.server_iface().to_string();
+    assert!(
+        !pin_dir(&iface).join(names::TC_LINK).exists(),
+        "the kernel-cookie handoff attached TC"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("handoff kernel-cookie: forced by --handoff kernel-cookie"),
+        "{}",
+        daemon.log()
+    );
+    let st = status(&topo)?;
+    assert_eq!(st["handoff"], "kernel-cookie", "{st}");
+    assert_eq!(st["attached"], true, "{st}");
+
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    sequential_handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    println!("handshakes, kernel-cookie handoff: {:?}", d.nonzero());
+    let total = 2 * N as u64;
+    assert_eq!(d.get(Counter::SynSeen), total, "{:?}", d.nonzero());
+    assert_eq!(
+        d.get(Counter::KernelCookieStale),
+        LISTENERS,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(
+        d.get(Counter::CookieSent),
+        total - LISTENERS,
+        "{:?}",
+        d.nonzero()
+    );
+    // Every ACK to a listener carried a kernel cookie: XDP's, or the kernel's own for the
+    // SYNs it answered.
+    assert_eq!(d.get(Counter::CookieAckValid), total, "{:?}", d.nonzero());
+    for absent in [
+        Counter::ReqskAssigned,
+        Counter::CookieAckInvalid,
+        Counter::SynToKernel,
+        Counter::ReqskFailed,
+    ] {
+        assert_eq!(
+            d.get(absent),
+            0,
+            "{} moved: {:?}",
+            absent.name(),
+            d.nonzero()
+        );
+    }
+
+    let before = Counters::read(&iface)?;
+    forge(&topo, FloodKind::Ack)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    assert_eq!(
+        d.get(Counter::CookieAckInvalid),
+        FORGED,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::CookieAckValid), 0, "{:?}", d.nonzero());
+    assert_eq!(
+        server.stop().accepted,
+        total,
+        "a forged ACK opened a connection"
+    );
+    Ok(())
+}
+
+/// The safety rule of the kernel-cookie handoff: XDP answers a SYN only while the kernel
+/// would take the cookie's ACK, read from the listener's own overflow stamp. With
+/// `tcp_syncookies=1` and no queue overflow the stamp never moves, so every SYN goes to the
+/// kernel (`kernel_cookie_stale`) and every connection completes. A new listener on the
+/// port (a server restart) starts with an old stamp, so its first SYN goes to the kernel
+/// too, even while the old listener's was fresh.
+///
+/// Without the rule (XDP answering whatever the stamp), each of these handshakes fails: the
+/// kernel resets an ACK whose listener did not overflow recently.
+#[test]
+fn kernel_cookie_handoff_steps_aside_while_the_kernel_would_refuse_its_cookie() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_steps_aside") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "1")?;
+    let _daemon = start(&topo, "kernel-cookie")?;
+    let iface = topo.server_iface().to_string();
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    println!("tcp_syncookies=1: {:?}", d.nonzero());
+    let total = 2 * N as u64;
+    assert_eq!(
+        d.get(Counter::KernelCookieStale),
+        total,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
+    assert_eq!(server.stop().accepted, total);
+
+    // With 2, the first SYN per listener refreshes its stamp; then a new listener on the
+    // same port starts stale again.
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
+    for round in 0..2 {
+        let server = topo.start_server(PORT)?;
+        let before = Counters::read(&iface)?;
+        sequential_handshakes(&topo)?;
+        let d = Counters::read(&iface)?.delta(&before);
+        println!("tcp_syncookies=2, listener {round}: {:?}", d.nonzero());
+        assert_eq!(
+            d.get(Counter::KernelCookieStale),
+            LISTENERS,
+            "listener {round}: {:?}",
+            d.nonzero()
+        );
+        assert_eq!(
+            d.get(Counter::CookieSent),
+            total - LISTENERS,
+            "{:?}",
+            d.nonzero()
+        );
+        assert_eq!(server.stop().accepted, total, "listener {round}");
+    }
     Ok(())
 }

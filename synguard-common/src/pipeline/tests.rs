@@ -48,6 +48,12 @@ struct Mock {
     /// What `kernel_cookie_valid` answers, and the calls it got: (v6, l3, l4).
     kernel_cookie: bool,
     kernel_checks: Vec<(bool, usize, usize)>,
+    /// What `listener_overflow_recent` answers.
+    overflow_recent: bool,
+    /// What `kernel_cookie` mints (None: the kernel mints none), and the calls it got:
+    /// (flow, seq, mss).
+    kernel_isn: Option<u32>,
+    kernel_mints: Vec<(Flow, u32, u16)>,
     /// The interface's own MAC, as `IFACES` holds it (None: no entry).
     mac: Option<[u8; 6]>,
     /// The interface's MTU and kernel ECN, as `IFACES` holds them.
@@ -87,6 +93,9 @@ impl Mock {
             sock: SockState::Listener,
             lookups: 0,
             kernel_cookie: false,
+            overflow_recent: true,
+            kernel_isn: Some(0x4b43_0001),
+            kernel_mints: Vec::new(),
             kernel_checks: vec![],
             mac: Some(SERVER_MAC),
             mtu: 1500,
@@ -150,6 +159,13 @@ impl Env for Mock {
     fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool {
         self.kernel_checks.push((v6, l3, l4));
         self.kernel_cookie
+    }
+    fn listener_overflow_recent(&self) -> bool {
+        self.overflow_recent
+    }
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32> {
+        self.kernel_mints.push((*flow, seq, mss));
+        self.kernel_isn
     }
     fn hand_off(
         &mut self,
