@@ -658,7 +658,9 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
         // The kernel's cookie, checked as the kernel will check it again; it then makes
         // the socket itself.
         Handoff::KernelCookie => {
-            return if env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
+            return if !ctx.engaged {
+                pass(Counter::AckPassedUnengaged)
+            } else if env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
                 pass(Counter::CookieAckValid)
             } else {
                 not_ours(env, Counter::CookieAckInvalid)

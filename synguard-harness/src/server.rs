@@ -51,6 +51,9 @@ pub struct ServerOptions {
     pub io_timeout: Duration,
     /// At most this many connections are served at once; more are closed right away.
     pub max_concurrent: u64,
+    /// With `n >= 2`, `n` listeners per address, each with `SO_REUSEPORT` (one reuseport
+    /// group per address); otherwise one plain listener.
+    pub reuseport: usize,
 }
 
 impl ServerOptions {
@@ -64,8 +67,32 @@ impl ServerOptions {
             max_lifetime: Duration::from_secs(600),
             io_timeout: Duration::from_secs(5),
             max_concurrent: 1024,
+            reuseport: 0,
         }
     }
+}
+
+/// A listener on `a` with `SO_REUSEPORT` set before it binds.
+fn reuseport_listener(a: &SocketAddr) -> Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+    };
+    let family = if a.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("socket")?;
+    setsockopt(&fd, sockopt::ReusePort, &true).context("SO_REUSEPORT")?;
+    if a.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("IPV6_V6ONLY")?;
+    }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(*a),
+    )
+    .with_context(|| format!("bind {a}"))?;
+    Ok(TcpListener::from(fd))
 }
 
 /// Counters kept by the server.
@@ -114,8 +141,13 @@ impl Server {
         // Sockets belong to the namespace they were created in, so only creation needs setns.
         let listeners = netns::in_netns(netns_name, || {
             bind.iter()
+                .flat_map(|a| std::iter::repeat_n(a, opts.reuseport.max(1)))
                 .map(|a| {
-                    let l = TcpListener::bind(a).with_context(|| format!("bind {a}"))?;
+                    let l = if opts.reuseport >= 2 {
+                        reuseport_listener(a)?
+                    } else {
+                        TcpListener::bind(a).with_context(|| format!("bind {a}"))?
+                    };
                     // Re-listening on a listening socket just updates the backlog; std does
                     // not expose it.
                     listen(&l, backlog).context("listen")?;

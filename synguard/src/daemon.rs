@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use ipnet::IpNet;
 use log::{error, info, warn};
-use synguard_common::maps::{Config, Counter, Mode, names};
+use synguard_common::maps::{Config, Counter, Handoff, Mode, names};
 
 use crate::{
     attach::{self, Existing},
@@ -305,6 +305,12 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         None => fresh_choice,
     };
     info!("{}: handoff {}: {}", o.iface, hc.mode, hc.reason);
+    if hc.mode == Handoff::KernelCookie
+        && let check::Outcome::Warn(w) =
+            check::kernel_cookie_syncookies(check::sysctl(check::SYNCOOKIES))
+    {
+        warn!("{}: {}: {w}", o.iface, check::SYNCOOKIES);
+    }
     let (ring, config, key_rotated_unix, (counters, mode, reason)) =
         match setup(&o, &first, ncpus, secrets.as_ref(), &hc) {
             Ok(a) => a,

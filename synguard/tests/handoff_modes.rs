@@ -10,8 +10,8 @@ use anyhow::Result;
 use synguard_common::maps::{Counter, names};
 use synguard_harness::synguard::{pin_dir, test_run_args};
 use synguard_harness::{
-    ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Role, Synguard, Topology,
-    TopologyOptions, flood, root_or_skip,
+    ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Role, Server, ServerOptions,
+    Synguard, Topology, TopologyOptions, flood, root_or_skip,
 };
 
 const PORT: u16 = 8443;
@@ -246,7 +246,8 @@ fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
 /// A restart over the pinned links of a filter run (SIGUSR2, then `run` again) keeps the
 /// filter handoff: `auto` takes the links over in the recorded mode (the kernel here would
 /// give `auto` the kfunc), and forcing kfunc, which needs a TC link, is refused, changing
-/// nothing.
+/// nothing. Forcing kernel-cookie, the other mode without TC, swaps the program in the
+/// pinned link, and XDP then answers with the kernel's cookie.
 /// Before the filter handoff, a pin directory with an XDP link and no TC link was "stale".
 #[test]
 fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
@@ -293,6 +294,31 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     );
     assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
     server.stop();
+
+    // The other mode without TC can take the links over when asked: the kernel-cookie
+    // program replaces the filter one in the pinned XDP link.
+    let mut d2 = d2;
+    d2.signal(synguard_harness::Signal::SIGUSR2);
+    let st = d2.wait_exit(Duration::from_secs(20))?;
+    assert!(st.success(), "SIGUSR2 exit {st}:\n{}", d2.log());
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
+    let d3 = start(&topo, "kernel-cookie")?;
+    let log = d3.log();
+    assert!(log.contains("took over the pinned links"), "{log}");
+    assert!(log.contains(", handoff kernel-cookie,"), "{log}");
+    assert_eq!(status(&topo)?["handoff"], "kernel-cookie");
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    sequential_handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    assert_eq!(
+        d.get(Counter::CookieSent),
+        2 * N as u64 - LISTENERS,
+        "{:?}",
+        d.nonzero()
+    );
+    server.stop();
+    drop(d3);
     drop(d2);
     drop(d1);
     Ok(())
@@ -449,5 +475,52 @@ fn kernel_cookie_handoff_steps_aside_while_the_kernel_would_refuse_its_cookie() 
         );
         assert_eq!(server.stop().accepted, total, "listener {round}");
     }
+    Ok(())
+}
+
+/// A reuseport group keeps one overflow stamp for all its sockets, and the kernel reads
+/// that one, not the socket's own: XDP must too. Three `SO_REUSEPORT` listeners per
+/// address, one connection at a time: the first SYN to each group goes to the kernel, which
+/// refreshes the group's stamp, and XDP answers every later one, whichever socket of the
+/// group the lookup picks. Reading the sockets' own stamps (which the kernel leaves alone
+/// for a group) would send every SYN to the kernel.
+#[test]
+fn kernel_cookie_handoff_reads_a_reuseport_groups_stamp() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_reads_a_reuseport_groups_stamp") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
+    let _daemon = start(&topo, "kernel-cookie")?;
+    let iface = topo.server_iface().to_string();
+    let mut opts = ServerOptions::new(
+        PORT,
+        vec![
+            topo.server_addr(Family::V4, PORT).ip(),
+            topo.server_addr(Family::V6, PORT).ip(),
+        ],
+    );
+    opts.reuseport = 3;
+    let server = Server::start(&topo.srv.netns, opts)?;
+    let before = Counters::read(&iface)?;
+    sequential_handshakes(&topo)?;
+    let d = Counters::read(&iface)?.delta(&before);
+    println!("reuseport groups: {:?}", d.nonzero());
+    let total = 2 * N as u64;
+    // One stamp per group, one group per address.
+    assert_eq!(
+        d.get(Counter::KernelCookieStale),
+        LISTENERS,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(
+        d.get(Counter::CookieSent),
+        total - LISTENERS,
+        "{:?}",
+        d.nonzero()
+    );
+    assert_eq!(d.get(Counter::CookieAckValid), total, "{:?}", d.nonzero());
+    assert_eq!(server.stop().accepted, total);
     Ok(())
 }

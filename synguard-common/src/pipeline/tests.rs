@@ -2092,3 +2092,151 @@ fn unknown_handoff_value_reads_as_filter() {
     assert_eq!(run(&mut f, &mut env), Verdict::Pass);
     assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynToKernel]);
 }
+
+/// Kernel-cookie handoff: an engaged SYN to a listener whose overflow stamp is recent is
+/// answered with the kernel's cookie as the ISN, for the SYN's own tuple, sequence number
+/// and MSS, and an MSS option only: no window scaling, SACK, timestamps or ECN, which the
+/// kernel would not decode from a cookie without timestamps.
+#[test]
+fn kernel_cookie_handoff_answers_with_the_kernels_cookie_and_an_mss_only() {
+    for v6 in [false, true] {
+        let mut syn = if v6 { Seg::syn6() } else { Seg::syn4() };
+        syn.seq = 0x0bad_cafe;
+        syn.flags = SYN | ECE | CWR;
+        syn.options = offer_bytes(&Offer {
+            mss: Some(1400),
+            ws: Some(7),
+            sack: true,
+            ts: Some(0x1111),
+        });
+        let mut env = Mock::new()
+            .mode(Mode::Always)
+            .handoff(Handoff::KernelCookie);
+        env.cfg.ecn = 1;
+        env.kernel_ecn = 1;
+        let mut f = syn.frame();
+        let Verdict::Tx { len } = run(&mut f, &mut env) else {
+            panic!("not answered: {:?}", env.counts);
+        };
+        assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::CookieSent]);
+        assert_eq!(
+            env.kernel_mints,
+            vec![(client_flow(&syn), 0x0bad_cafe, 1400)]
+        );
+        let r = read_reply(&f[..len]);
+        assert_eq!(r.seq, 0x4b43_0001, "the ISN is the kernel's cookie");
+        assert_eq!(r.ack, 0x0bad_caff);
+        assert_eq!(r.flags, SYN | ACK, "no ECE: the cookie cannot carry ECN");
+        assert_eq!(r.options.len(), 4, "{:?}", r.options);
+        assert_eq!(r.options[..2], [2, 4]);
+        // synguard's own cookie state is untouched: no key, no MINTED mark.
+        assert_eq!(env.minted_writes, 0);
+        assert!(env.handoffs.is_empty());
+    }
+}
+
+/// The safety rule: XDP answers only while the kernel would take the ACK. A stale stamp,
+/// or no cookie from the kernel, leaves the SYN to the kernel untouched; so do everything
+/// the kfunc handoff leaves to the kernel (no listener, an MPTCP one, an existing socket,
+/// another host's address), and, not engaged, every SYN.
+#[test]
+fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_refuse() {
+    let kc = || {
+        Mock::new()
+            .mode(Mode::Always)
+            .handoff(Handoff::KernelCookie)
+    };
+    let cases: [(&str, fn(&mut Mock), Counter); 6] = [
+        (
+            "stale stamp",
+            |e| e.overflow_recent = false,
+            Counter::KernelCookieStale,
+        ),
+        (
+            "no kernel cookie",
+            |e| e.kernel_isn = None,
+            Counter::KernelCookieStale,
+        ),
+        (
+            "no listener",
+            |e| e.sock = SockState::None,
+            Counter::NoListener,
+        ),
+        (
+            "mptcp",
+            |e| e.sock = SockState::MptcpListener,
+            Counter::MptcpListener,
+        ),
+        (
+            "existing",
+            |e| e.sock = SockState::Other,
+            Counter::ExistingSocket,
+        ),
+        ("not local", |e| e.local = false, Counter::NotLocal),
+    ];
+    for (what, set, want) in cases {
+        let mut env = kc();
+        set(&mut env);
+        let mut f = Seg::syn4().frame();
+        let orig = f.clone();
+        assert_eq!(run(&mut f, &mut env), Verdict::Pass, "{what}");
+        assert_eq!(f, orig, "{what}: rewritten");
+        assert_eq!(env.reasons(), vec![Counter::SynSeen, want], "{what}");
+    }
+    // Not engaged: the kernel answers, nothing is asked of it.
+    let mut env = Mock::new().mode(Mode::Auto).handoff(Handoff::KernelCookie);
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynPassed]);
+    assert!(env.kernel_mints.is_empty());
+    // Monitor: counted as passed, never answered.
+    let mut env = Mock::new()
+        .mode(Mode::Monitor)
+        .handoff(Handoff::KernelCookie);
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert!(env.kernel_mints.is_empty());
+    // The budgets and filters still come first.
+    let mut env = kc();
+    env.cfg.synack_rate_per_cpu = 10;
+    env.budget_ok = false;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynackCapHit]);
+    let mut env = kc();
+    let mut s = Seg::syn4();
+    s.src = s.dst;
+    assert_eq!(run(&mut s.frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::Reflection]);
+}
+
+/// Kernel-cookie handoff, ACK to a listener alone: checked against the kernel's cookie
+/// (at the segment's own headers), passed to the kernel when valid, which makes the
+/// socket, and never handed off (there is no TC program); dropped when not, as a forged
+/// ACK under synguard's own cookie is. synguard's cookie is not consulted.
+#[test]
+fn kernel_cookie_handoff_checks_acks_against_the_kernels_cookie() {
+    for v6 in [false, true] {
+        let mut ack = if v6 { Seg::syn6() } else { Seg::syn4() };
+        ack.flags = ACK;
+        ack.ack = 0x4b43_0002;
+        ack.options = vec![];
+        let mut env = Mock::new()
+            .mode(Mode::Always)
+            .handoff(Handoff::KernelCookie);
+        env.kernel_cookie = true;
+        assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
+        assert_eq!(env.reasons(), vec![Counter::CookieAckValid]);
+        let l3 = 14;
+        let l4 = l3 + if v6 { 40 } else { 20 };
+        assert_eq!(env.kernel_checks, vec![(v6, l3, l4)]);
+        assert!(env.handoffs.is_empty());
+
+        env.kernel_cookie = false;
+        assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Drop);
+        assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
+
+        // Not engaged: passed unchecked, for the kernel's own handshakes.
+        let mut env = Mock::new().mode(Mode::Auto).handoff(Handoff::KernelCookie);
+        assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
+        assert_eq!(env.reasons(), vec![Counter::AckPassedUnengaged]);
+        assert!(env.kernel_checks.is_empty());
+    }
+}

@@ -41,7 +41,9 @@ impl Expect {
 
 /// Where the kfunc exists, `auto` hands off with it ...
 const KFUNC: &str = "handoff kfunc";
-/// ... and without it (6.1), XDP only filters and the kernel's syncookies answer (issue 13).
+/// ... and without it (6.1), XDP answers with the kernel's own cookie (issue 13) ...
+const KERNEL_COOKIE: &str = "handoff kernel-cookie";
+/// ... and forced to filter, XDP only filters and the kernel's syncookies answer.
 const FILTER: &str = "handoff filter";
 
 /// The host kernel here refuses EXT (freplace) programs to root as well, so neither
@@ -68,13 +70,17 @@ pub fn expected(line: KernelLine, xdp_mode: &str, check: &str) -> Expect {
     if check == "attach" && xdp_mode.ends_with("--handoff filter") {
         return Expect::PassWith(FILTER);
     }
+    if check == "attach" && xdp_mode.ends_with("--handoff kernel-cookie") {
+        return Expect::PassWith(KERNEL_COOKIE);
+    }
     match (line, check) {
         // 6.12 has the kfunc; its verifier accepts the program since the IP length is
         // bounded before it meets a packet pointer (issue 13).
         (KernelLine::Host | KernelLine::V6_12, "attach") => Expect::PassWith(KFUNC),
-        // 6.1 has no kfunc: the object loads all the same (the kfunc is a weak ksym, and
-        // the TC program is not loaded), and the suite passes in the filter handoff.
-        (KernelLine::V6_1, "attach") => Expect::PassWith(FILTER),
+        // 6.1 has no kfunc but the raw syncookie helpers: the object loads all the same
+        // (the kfunc is a weak ksym, and the TC program is not loaded), and the suite passes
+        // in the kernel-cookie handoff.
+        (KernelLine::V6_1, "attach") => Expect::PassWith(KERNEL_COOKIE),
         _ => Expect::Pass,
     }
 }
@@ -88,13 +94,17 @@ mod tests {
         let e = expected(KernelLine::V6_1, "generic", "attach");
         assert!(e.met_by(
             Outcome::Pass,
+            "attached to veth0, mode always, handoff kernel-cookie, ports 80"
+        ));
+        assert!(!e.met_by(
+            Outcome::Pass,
             "attached to veth0, mode always, handoff filter, ports 80"
         ));
         assert!(!e.met_by(
             Outcome::Pass,
             "attached to veth0, mode always, handoff kfunc, ports 80"
         ));
-        assert!(!e.met_by(Outcome::Fail, "handoff filter"));
+        assert!(!e.met_by(Outcome::Fail, "handoff kernel-cookie"));
         let e = expected(KernelLine::Host, "host", "share: synguard first");
         assert!(e.met_by(Outcome::Fail, "EXT: Operation not permitted"));
         assert!(!e.met_by(Outcome::Fail, "Invalid argument"));

@@ -304,6 +304,8 @@ fn run_host(bins: &Bins, logs: &Path) -> Result<Run> {
             "--handoff",
             "kfunc",
             "--handoff",
+            "kernel-cookie",
+            "--handoff",
             "filter",
         ])
         .stdin(Stdio::null())

@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use report::{Line, Outcome};
 use synguard_common::{
     flags,
-    maps::Counter,
+    maps::{Counter, Handoff},
     testutil::{Seg, linux_syn_options},
 };
 use synguard_harness::{
@@ -149,11 +149,24 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The veth pair every check runs on: synguard's side `a` (srv), the peer `b`, with
+/// `net.ipv4.tcp_syncookies=2` in srv as README recommends for the kernel-cookie handoff
+/// (the kernel then answers every SYN that reaches it with its own cookie, which keeps the
+/// listener's overflow stamp fresh); the other handoffs do not depend on it.
+pub fn server_pair() -> Result<VethPair> {
+    let t = VethPair::new().context("building the veth pair between namespaces")?;
+    in_netns(&t.a.netns, || {
+        std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2")
+            .context("setting net.ipv4.tcp_syncookies=2 in the server namespace")
+    })?;
+    Ok(t)
+}
+
 /// The suite, on a veth pair between two namespaces: synguard on `a` (srv), the peer on `b`.
 /// SIGINT/SIGTERM (a Ctrl-C of `cargo xtask vmtest` on the host kernel) are the harness's:
 /// its handler stops the daemon, removes the namespaces and pins, and exits.
 fn suite(args: &Args, r: &mut Results) -> Result<()> {
-    let t = VethPair::new().context("building the veth pair between namespaces")?;
+    let t = server_pair()?;
     let srv: SocketAddr = (t.a.ipv4, args.port).into();
     let listener = in_netns(&t.a.netns, || {
         let l = TcpListener::bind(srv).with_context(|| format!("listening on {srv}"))?;
@@ -441,16 +454,20 @@ impl Suite<'_> {
         Counters::read(&self.t.a.iface)
     }
 
-    /// The daemon runs in the filter handoff (its pinned `CONFIG` says so): the kernel's
-    /// syncookies answer, and forged ACKs go to the kernel, which resets them.
-    fn filter(&self) -> Result<bool> {
+    /// The handoff the daemon runs in, as its pinned `CONFIG` says.
+    fn handoff(&self) -> Result<Handoff> {
         let h = synguard_harness::synguard::handoff(&self.t.a.iface)?;
-        Ok(h == synguard_common::maps::Handoff::Filter as u8)
+        Ok(Handoff::from_u8(h))
     }
 
-    /// A real client in peer connects through synguard's cookie; bytes flow both ways.
-    fn handshake(&self) -> Result<String> {
-        let before = self.counters()?;
+    /// The daemon runs in the filter handoff: the kernel's syncookies answer, and forged
+    /// ACKs go to the kernel, which resets them.
+    fn filter(&self) -> Result<bool> {
+        Ok(self.handoff()? == Handoff::Filter)
+    }
+
+    /// One real client in peer connects to the listener; 4 bytes flow each way.
+    fn connect_exchange(&self) -> Result<()> {
         let srv: SocketAddr = (self.t.a.ipv4, self.args.port).into();
         let client = in_netns(&self.t.b.netns, || {
             TcpStream::connect_timeout(&srv, Duration::from_secs(10))
@@ -487,6 +504,20 @@ impl Suite<'_> {
         // The client closes first, so TIME_WAIT stays in peer.
         drop(client);
         drop(conn);
+        Ok(())
+    }
+
+    /// A real client in peer connects through synguard's cookie; bytes flow both ways. In
+    /// the kernel-cookie handoff the listener's first SYN goes to the kernel (its overflow
+    /// stamp is old until the kernel answers one), so a second client follows it, which
+    /// XDP answers.
+    fn handshake(&self) -> Result<String> {
+        let before = self.counters()?;
+        let handoff = self.handoff()?;
+        self.connect_exchange()?;
+        if handoff == Handoff::KernelCookie {
+            self.connect_exchange()?;
+        }
         let d = self.counters()?.delta(&before);
         let (sent, valid, assigned) = (
             d.get(Counter::CookieSent),
@@ -507,6 +538,20 @@ impl Suite<'_> {
         }
         let summary =
             format!("cookie_sent +{sent}, cookie_ack_valid +{valid}, reqsk_assigned +{assigned}");
+        if handoff == Handoff::KernelCookie {
+            // The kernel completes the handshake itself: nothing is handed off.
+            let stale = d.get(Counter::KernelCookieStale);
+            if sent == 0 || valid < 2 || assigned != 0 {
+                bail!(
+                    "kernel-cookie handoff: connected twice, but not through the kernel's \
+                     cookie in XDP: {summary}, kernel_cookie_stale +{stale}"
+                );
+            }
+            return Ok(format!(
+                "connected twice, 4 bytes each way; kernel-cookie handoff: {summary}, \
+                 kernel_cookie_stale +{stale}"
+            ));
+        }
         if sent == 0 || assigned == 0 {
             bail!("connected, but not through synguard's cookie: {summary}");
         }
@@ -548,11 +593,13 @@ impl Suite<'_> {
         let frame = self.frame(c.flags, src_port, 0x1000_0000, None);
         let sock = self.peer_socket()?;
         // In the filter handoff the kernel answers the SYN (its SYN+ACK comes back all the
-        // same), and XDP counts it as passed to it.
-        let counter = if c.counter == Counter::CookieSent && self.filter()? {
-            Counter::SynToKernel
-        } else {
-            c.counter
+        // same), and XDP counts it as passed to it. In the kernel-cookie handoff XDP answers
+        // while the handshake check left the stamp fresh, and passes it to the kernel, which
+        // answers, once it is not (a slow guest); either counts.
+        let handoff = self.handoff()?;
+        let counter = match handoff {
+            Handoff::Filter if c.counter == Counter::CookieSent => Counter::SynToKernel,
+            _ => c.counter,
         };
         let before = self.counters()?;
         sock.send(&frame)?;
@@ -566,7 +613,11 @@ impl Suite<'_> {
         } else {
             net::replies(&sock, wait, |f| net::tcp_flags(f, port, src_port).is_some())?
         };
-        let moved = self.counters()?.delta(&before).get(counter);
+        let d = self.counters()?.delta(&before);
+        let mut moved = d.get(counter);
+        if handoff == Handoff::KernelCookie && c.counter == Counter::CookieSent {
+            moved += d.get(Counter::KernelCookieStale);
+        }
         let name = counter.name();
         if moved != 1 {
             bail!("{name} moved by {moved}, not 1");

@@ -35,7 +35,7 @@ pub fn run(args: &Args, r: &mut Results) {
             if !tool_present() {
                 bail!("xdp-filter is not installed (xdp-tools)");
             }
-            let t = VethPair::new().context("building the veth pair")?;
+            let t = crate::server_pair()?;
             let out = one_order(args, &t, synguard_first);
             // xdp-filter pins its own state: remove it even when the order failed.
             let _ = xdp_filter(&t, &["unload", &t.a.iface]);
