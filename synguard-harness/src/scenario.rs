@@ -35,7 +35,7 @@ use crate::{
     softirq::{ProcStat, SoftirqMeter, SoftirqSample},
     synguard::{Counters, Daemon, DaemonOptions, XdpMode},
 };
-use synguard_common::maps::Counter;
+use synguard_common::maps::{Counter, Handoff};
 
 /// What stands between the flood and the listener.
 #[derive(Debug, Clone)]
@@ -46,8 +46,13 @@ pub enum Protection {
     KernelCookies,
     /// nftables `synproxy` in front of the listener (conntrack, cookies in netfilter).
     NftSynproxy,
-    /// synguard, mode `always`.
-    Synguard { bin: PathBuf, xdp_mode: XdpMode },
+    /// synguard, mode `always`, in `handoff` (None: what `auto` picks), with
+    /// `tcp_syncookies=2` for the kernel-cookie handoff (as README recommends) and 1 else.
+    Synguard {
+        bin: PathBuf,
+        xdp_mode: XdpMode,
+        handoff: Option<Handoff>,
+    },
 }
 
 impl Protection {
@@ -57,7 +62,16 @@ impl Protection {
             Protection::NoProtection => "none".into(),
             Protection::KernelCookies => "kernel syncookies".into(),
             Protection::NftSynproxy => "nft synproxy".into(),
-            Protection::Synguard { xdp_mode, .. } => format!("synguard ({})", xdp_mode.as_str()),
+            Protection::Synguard {
+                xdp_mode,
+                handoff: None,
+                ..
+            } => format!("synguard ({})", xdp_mode.as_str()),
+            Protection::Synguard {
+                xdp_mode,
+                handoff: Some(h),
+                ..
+            } => format!("synguard ({}, {h})", xdp_mode.as_str()),
         }
     }
 }
@@ -265,20 +279,30 @@ pub fn run(
     // a "proven" peer and reserve the last quarter of the SYN queue for it even without
     // cookies; real clients are many unproven peers, so no peer is remembered here.
     topo.set_sysctl(Role::Srv, "net.ipv4.tcp_no_metrics_save", "1")?;
-    let cookies = !matches!(protection, Protection::NoProtection);
-    topo.set_sysctl(
-        Role::Srv,
-        "net.ipv4.tcp_syncookies",
-        if cookies { "1" } else { "0" },
-    )?;
+    let syncookies = match protection {
+        Protection::NoProtection => "0",
+        Protection::Synguard {
+            handoff: Some(Handoff::KernelCookie),
+            ..
+        } => "2",
+        _ => "1",
+    };
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", syncookies)?;
     if matches!(protection, Protection::NftSynproxy) {
         nft_synproxy(&topo, opts)?;
     }
     let server = topo.start_server(opts.port)?;
     let daemon = match protection {
-        Protection::Synguard { bin, xdp_mode } => Some(Daemon::start(
+        Protection::Synguard {
+            bin,
+            xdp_mode,
+            handoff,
+        } => Some(Daemon::start(
             &topo,
-            &DaemonOptions::new(bin, opts.port, *xdp_mode),
+            &DaemonOptions {
+                handoff: *handoff,
+                ..DaemonOptions::new(bin, opts.port, *xdp_mode)
+            },
         )?),
         _ => None,
     };

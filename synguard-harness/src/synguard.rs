@@ -50,6 +50,8 @@ pub struct DaemonOptions {
     pub xdp_mode: XdpMode,
     /// How long to wait for "attached".
     pub start_timeout: Duration,
+    /// `--handoff` (the daemon's `auto` without it).
+    pub handoff: Option<synguard_common::maps::Handoff>,
 }
 
 impl DaemonOptions {
@@ -60,6 +62,7 @@ impl DaemonOptions {
             mode: "always".into(),
             xdp_mode,
             start_timeout: Duration::from_secs(30),
+            handoff: None,
         }
     }
 }
@@ -364,19 +367,20 @@ impl Daemon {
     pub fn start(t: &Topology, opts: &DaemonOptions) -> Result<Daemon> {
         let iface = t.server_iface().to_string();
         let sg = Synguard::new(&opts.bin, t.netns(crate::Role::Srv)).owned_by(t.id());
-        let mut d = sg.spawn(
+        let mut args = vec![
+            "--iface",
             &iface,
-            &[
-                "--iface",
-                &iface,
-                "--ports",
-                &opts.ports,
-                "--mode",
-                &opts.mode,
-                "--xdp-mode",
-                opts.xdp_mode.as_str(),
-            ],
-        )?;
+            "--ports",
+            &opts.ports,
+            "--mode",
+            &opts.mode,
+            "--xdp-mode",
+            opts.xdp_mode.as_str(),
+        ];
+        if let Some(h) = opts.handoff {
+            args.extend(["--handoff", h.name()]);
+        }
+        let mut d = sg.spawn(&iface, &args)?;
         d.wait_attached(opts.start_timeout)?;
         Ok(d)
     }

@@ -83,6 +83,7 @@ fn short_scenario_kernel_and_synguard() {
     let prot = Protection::Synguard {
         bin,
         xdp_mode: XdpMode::Native,
+        handoff: None,
     };
     let r = scenario::run(&short(), &prot, &quiet).expect("synguard run");
     check(&r);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
+use synguard_common::maps::Handoff;
 use synguard_harness::{
     Topology, TopologyOptions,
     scenario::{self, Floor, Protection, ScenarioOptions, ScenarioReport, Window},
@@ -110,8 +111,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 Protection::KernelCookies,
                 Protection::NftSynproxy,
                 Protection::Synguard {
+                    bin: bin.clone(),
+                    xdp_mode: args.xdp_mode.into(),
+                    handoff: None,
+                },
+                // What 6.0-6.8 get: the kernel's own cookie in XDP.
+                Protection::Synguard {
                     bin,
                     xdp_mode: args.xdp_mode.into(),
+                    handoff: Some(Handoff::KernelCookie),
                 },
             ],
         )?

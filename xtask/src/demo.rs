@@ -97,6 +97,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             Protection::Synguard {
                 bin,
                 xdp_mode: args.xdp_mode.into(),
+                handoff: None,
             },
         ],
     )?;
