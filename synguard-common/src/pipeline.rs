@@ -470,26 +470,10 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
         return pass(Counter::SynPassed);
     };
     let cfg = env.config();
-    // The clock is read only when a limit needs it: it is a helper call on every SYN.
-    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
-        let now = env.now_ns();
-        if !env.src_syn_allowed(&seg.flow, now) {
-            return reject(Counter::RateLimited, ctx.monitor);
-        }
-        if !env.synack_budget(now) {
-            return reject(Counter::SynackCapHit, ctx.monitor);
-        }
-    }
-    // Last, dearest first: unengaged traffic never pays for these.
-    let facts = match addressed_to_us(p, env, &seg.flow) {
+    let facts = match answerable(p, env, ctx, &cfg) {
         Ok(f) => f,
-        Err(c) => return pass(c),
+        Err(o) => return o,
     };
-    match env.socket_state(&seg.flow) {
-        SockState::Listener => {}
-        SockState::Other => return pass(Counter::ExistingSocket),
-        s => return pass(not_our_socket(s)),
-    }
     // RFC 3168: an ECN-setup SYN has both ECE (0x40) and CWR (0x80). Bit arithmetic
     // rather than comparisons, which would each be one more verifier path.
     let f = ctx.tcph.flags;
@@ -544,6 +528,37 @@ fn reflection<E: Env>(env: &E, ctx: &Ctx) -> Option<Outcome> {
     })
 }
 
+/// The last checks before an engaged SYN is answered, in both handoffs that answer: the
+/// per-source and SYN+ACK budgets, then whether it is addressed to this host, then the
+/// socket lookup (only a plain-TCP listener with no socket of the flow's own). The
+/// interface's facts if it may be answered, else the verdict.
+#[inline(always)]
+fn answerable<P: Packet + ?Sized, E: Env>(
+    p: &P,
+    env: &mut E,
+    ctx: &Ctx,
+    cfg: &Config,
+) -> Result<IfaceFacts, Outcome> {
+    let flow = &ctx.seg.flow;
+    // The clock is read only when a limit needs it: it is a helper call on every SYN.
+    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
+        let now = env.now_ns();
+        if !env.src_syn_allowed(flow, now) {
+            return Err(reject(Counter::RateLimited, ctx.monitor));
+        }
+        if !env.synack_budget(now) {
+            return Err(reject(Counter::SynackCapHit, ctx.monitor));
+        }
+    }
+    // Last, dearest first: unengaged traffic never pays for these.
+    let facts = addressed_to_us(p, env, flow).map_err(pass)?;
+    match env.socket_state(flow) {
+        SockState::Listener => Ok(facts),
+        SockState::Other => Err(pass(Counter::ExistingSocket)),
+        s => Err(pass(not_our_socket(s))),
+    }
+}
+
 /// A SYN in the kernel-cookie handoff: as [`syn`], with the kernel's cookie and only
 /// while the listener would take it (see the module doc).
 #[inline(always)]
@@ -559,24 +574,10 @@ fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &C
         return pass(Counter::SynPassed);
     }
     let cfg = env.config();
-    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
-        let now = env.now_ns();
-        if !env.src_syn_allowed(&seg.flow, now) {
-            return reject(Counter::RateLimited, ctx.monitor);
-        }
-        if !env.synack_budget(now) {
-            return reject(Counter::SynackCapHit, ctx.monitor);
-        }
-    }
-    let facts = match addressed_to_us(p, env, &seg.flow) {
+    let facts = match answerable(p, env, ctx, &cfg) {
         Ok(f) => f,
-        Err(c) => return pass(c),
+        Err(o) => return o,
     };
-    match env.socket_state(&seg.flow) {
-        SockState::Listener => {}
-        SockState::Other => return pass(Counter::ExistingSocket),
-        s => return pass(not_our_socket(s)),
-    }
     // The kernel would reset the ACK of a cookie it does not expect: it answers this SYN
     // itself (with its own cookie, under tcp_syncookies=2, which refreshes the stamp).
     if !env.listener_overflow_recent() {

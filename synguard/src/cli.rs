@@ -238,8 +238,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_xdp)]
     pub xdp_mode: Option<XdpRequest>,
     /// How a handshake completes: auto (probe the kernel), kfunc (synguard's cookie, handed
-    /// to the listener by TC with bpf_sk_assign_tcp_reqsk, Linux 6.9+) or filter (XDP only
-    /// filters; the kernel's own syncookies answer SYNs) [default: auto].
+    /// to the listener by TC with bpf_sk_assign_tcp_reqsk, Linux 6.9+), kernel-cookie (the
+    /// kernel's own cookie in XDP, and the kernel completes the handshake, Linux 6.0+; set
+    /// net.ipv4.tcp_syncookies=2) or filter (XDP only filters; the kernel's own syncookies
+    /// answer SYNs) [default: auto].
     #[arg(long, value_parser = crate::handoff::Request::from_str_arg)]
     pub handoff: Option<crate::handoff::Request>,
     /// How to take the XDP hook: auto (join a libxdp-protocol dispatcher already there, else

@@ -1049,18 +1049,18 @@ fn health_check(live: Arc<Live>, with_tc: bool) -> metrics::Health {
                 }
                 Ok(Existing::Live { xdp, tc: None }) if !with_tc => {
                     ok.push(format!(
-                        "{name}: XDP link {} (filter handoff: no TC)",
+                        "{name}: XDP link {} (no TC in this handoff)",
                         xdp.id
                     ));
                 }
                 Ok(Existing::Live { .. }) => {
                     return Err(format!("{name}: programs not attached: no TC link"));
                 }
-                // The filter handoff in a dispatcher pins nothing.
+                // A handoff without TC, in a dispatcher, pins nothing.
                 Ok(Existing::None) if !with_tc => match xdp_dispatcher::hook(ifindex) {
                     Ok(Hook::Dispatcher { prog_id, .. }) => {
                         ok.push(format!(
-                            "{name}: XDP dispatcher {prog_id} (filter handoff: no TC)"
+                            "{name}: XDP dispatcher {prog_id} (no TC in this handoff)"
                         ));
                     }
                     _ => return Err(format!("{name}: programs not attached: no link pins")),

@@ -67,7 +67,8 @@ pub fn gather(iface: &IfaceName) -> Result<StatusOut> {
     };
     let snap = p.snapshot()?;
     let handoff = Handoff::from_u8(snap.config.handoff);
-    // Without TC (the filter handoff), the XDP link alone is the attachment.
+    // Without TC (the kernel-cookie and filter handoffs), the XDP link alone is the
+    // attachment.
     let attached = here(&xdp) && (here(&tc) || !handoff.needs_tc());
     let xdp_out = xdp.map(|l| LinkOut {
         link_id: l.id,
@@ -163,7 +164,7 @@ fn print_text(s: &StatusOut) {
             x.link_id,
             match &s.tc {
                 Some(t) => format!("TC ingress via TCX (prog {})", t.prog_id),
-                None => "no TC (filter handoff)".into(),
+                None => format!("no TC ({} handoff)", s.handoff),
             }
         ),
         (Some(_), false) => println!(
