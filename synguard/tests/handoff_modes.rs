@@ -78,6 +78,25 @@ fn status(topo: &Topology) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&out)?)
 }
 
+/// `daemon`, forced into `handoff` (one without TC), says so in its log and `status`, is
+/// attached, and pinned no TC link.
+fn assert_attached_without_tc(topo: &Topology, daemon: &Daemon, handoff: &str) -> Result<()> {
+    assert!(
+        !pin_dir(topo.server_iface()).join(names::TC_LINK).exists(),
+        "the {handoff} handoff attached TC"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("handoff {handoff}: forced by --handoff {handoff}")),
+        "{log}"
+    );
+    let st = status(topo)?;
+    assert_eq!(st["handoff"], handoff, "{st}");
+    assert_eq!(st["attached"], true, "{st}");
+    assert!(st["tc"].is_null(), "{st}");
+    Ok(())
+}
+
 /// Filter handoff, engaged: every SYN goes to the kernel (`syn_to_kernel`), which completes
 /// the handshakes itself; XDP sends no SYN+ACK, no TC program is attached, and forged
 /// ACKs go to the kernel (`ack_to_kernel`), which opens nothing for them. Forged RSTs and
@@ -94,21 +113,7 @@ fn filter_handoff_leaves_handshakes_to_the_kernel_and_keeps_the_filters() -> Res
     let topo = topology()?;
     let daemon = start(&topo, "filter")?;
     let iface = topo.server_iface().to_string();
-    assert!(
-        !pin_dir(&iface).join(names::TC_LINK).exists(),
-        "the filter handoff attached TC"
-    );
-    assert!(
-        daemon
-            .log()
-            .contains("handoff filter: forced by --handoff filter"),
-        "{}",
-        daemon.log()
-    );
-    let st = status(&topo)?;
-    assert_eq!(st["handoff"], "filter", "{st}");
-    assert_eq!(st["attached"], true, "{st}");
-    assert!(st["tc"].is_null(), "{st}");
+    assert_attached_without_tc(&topo, &daemon, "filter")?;
 
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
@@ -301,8 +306,7 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     d2.signal(synguard_harness::Signal::SIGUSR2);
     let st = d2.wait_exit(Duration::from_secs(20))?;
     assert!(st.success(), "SIGUSR2 exit {st}:\n{}", d2.log());
-    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
-    let d3 = start(&topo, "kernel-cookie")?;
+    let d3 = start_kernel_cookie(&topo, "2")?;
     let log = d3.log();
     assert!(log.contains("took over the pinned links"), "{log}");
     assert!(log.contains(", handoff kernel-cookie,"), "{log}");
@@ -311,12 +315,7 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     let before = Counters::read(&iface)?;
     sequential_handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
-    assert_eq!(
-        d.get(Counter::CookieSent),
-        2 * N as u64 - LISTENERS,
-        "{:?}",
-        d.nonzero()
-    );
+    assert_answered_after_the_first(&d, "after the takeover");
     server.stop();
     drop(d3);
     drop(d2);
@@ -333,6 +332,38 @@ fn sequential_handshakes(topo: &Topology) -> Result<()> {
     handshakes_with(topo, Some(1))
 }
 
+/// The kernel-cookie daemon, forced, with `net.ipv4.tcp_syncookies` set to `syncookies` in
+/// srv first.
+fn start_kernel_cookie(topo: &Topology, syncookies: &str) -> Result<Daemon> {
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", syncookies)?;
+    start(topo, "kernel-cookie")
+}
+
+/// After [`sequential_handshakes`] under `tcp_syncookies=2`: the first SYN to each listener
+/// went to the kernel, XDP answered every other, and every ACK carried a kernel cookie.
+fn assert_answered_after_the_first(d: &Counters, what: &str) {
+    let total = 2 * N as u64;
+    assert_eq!(d.get(Counter::SynSeen), total, "{what}: {:?}", d.nonzero());
+    assert_eq!(
+        d.get(Counter::KernelCookieStale),
+        LISTENERS,
+        "{what}: {:?}",
+        d.nonzero()
+    );
+    assert_eq!(
+        d.get(Counter::CookieSent),
+        total - LISTENERS,
+        "{what}: {:?}",
+        d.nonzero()
+    );
+    assert_eq!(
+        d.get(Counter::CookieAckValid),
+        total,
+        "{what}: {:?}",
+        d.nonzero()
+    );
+}
+
 /// Kernel-cookie handoff with `tcp_syncookies=2`: XDP answers SYNs with the kernel's own
 /// cookie (`cookie_sent`), checks each ACK against it (`cookie_ack_valid`), and the kernel
 /// completes every handshake; no TC program, nothing handed off. The first SYN to each
@@ -346,46 +377,18 @@ fn kernel_cookie_handoff_answers_with_the_kernels_cookie() -> Result<()> {
         return Ok(());
     }
     let topo = topology()?;
-    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
-    let daemon = start(&topo, "kernel-cookie")?;
+    let daemon = start_kernel_cookie(&topo, "2")?;
     let iface = topo.server_iface().to_string();
-    assert!(
-        !pin_dir(&iface).join(names::TC_LINK).exists(),
-        "the kernel-cookie handoff attached TC"
-    );
-    assert!(
-        daemon
-            .log()
-            .contains("handoff kernel-cookie: forced by --handoff kernel-cookie"),
-        "{}",
-        daemon.log()
-    );
-    let st = status(&topo)?;
-    assert_eq!(st["handoff"], "kernel-cookie", "{st}");
-    assert_eq!(st["attached"], true, "{st}");
+    assert_attached_without_tc(&topo, &daemon, "kernel-cookie")?;
 
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
     sequential_handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
     println!("handshakes, kernel-cookie handoff: {:?}", d.nonzero());
+    assert_answered_after_the_first(&d, "one listener each");
     let total = 2 * N as u64;
-    assert_eq!(d.get(Counter::SynSeen), total, "{:?}", d.nonzero());
-    assert_eq!(
-        d.get(Counter::KernelCookieStale),
-        LISTENERS,
-        "{:?}",
-        d.nonzero()
-    );
-    assert_eq!(
-        d.get(Counter::CookieSent),
-        total - LISTENERS,
-        "{:?}",
-        d.nonzero()
-    );
-    // Every ACK to a listener carried a kernel cookie: XDP's, or the kernel's own for the
-    // SYNs it answered.
-    assert_eq!(d.get(Counter::CookieAckValid), total, "{:?}", d.nonzero());
+    // The kernel made every socket: nothing was handed off.
     for absent in [
         Counter::ReqskAssigned,
         Counter::CookieAckInvalid,
@@ -434,8 +437,7 @@ fn kernel_cookie_handoff_steps_aside_while_the_kernel_would_refuse_its_cookie() 
         return Ok(());
     }
     let topo = topology()?;
-    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "1")?;
-    let _daemon = start(&topo, "kernel-cookie")?;
+    let _daemon = start_kernel_cookie(&topo, "1")?;
     let iface = topo.server_iface().to_string();
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
@@ -461,18 +463,7 @@ fn kernel_cookie_handoff_steps_aside_while_the_kernel_would_refuse_its_cookie() 
         sequential_handshakes(&topo)?;
         let d = Counters::read(&iface)?.delta(&before);
         println!("tcp_syncookies=2, listener {round}: {:?}", d.nonzero());
-        assert_eq!(
-            d.get(Counter::KernelCookieStale),
-            LISTENERS,
-            "listener {round}: {:?}",
-            d.nonzero()
-        );
-        assert_eq!(
-            d.get(Counter::CookieSent),
-            total - LISTENERS,
-            "{:?}",
-            d.nonzero()
-        );
+        assert_answered_after_the_first(&d, &format!("listener {round}"));
         assert_eq!(server.stop().accepted, total, "listener {round}");
     }
     Ok(())
@@ -490,8 +481,7 @@ fn kernel_cookie_handoff_reads_a_reuseport_groups_stamp() -> Result<()> {
         return Ok(());
     }
     let topo = topology()?;
-    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
-    let _daemon = start(&topo, "kernel-cookie")?;
+    let _daemon = start_kernel_cookie(&topo, "2")?;
     let iface = topo.server_iface().to_string();
     let mut opts = ServerOptions::new(
         PORT,
@@ -506,21 +496,9 @@ fn kernel_cookie_handoff_reads_a_reuseport_groups_stamp() -> Result<()> {
     sequential_handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
     println!("reuseport groups: {:?}", d.nonzero());
-    let total = 2 * N as u64;
     // One stamp per group, one group per address.
-    assert_eq!(
-        d.get(Counter::KernelCookieStale),
-        LISTENERS,
-        "{:?}",
-        d.nonzero()
-    );
-    assert_eq!(
-        d.get(Counter::CookieSent),
-        total - LISTENERS,
-        "{:?}",
-        d.nonzero()
-    );
-    assert_eq!(d.get(Counter::CookieAckValid), total, "{:?}", d.nonzero());
+    assert_answered_after_the_first(&d, "reuseport groups");
+    let total = 2 * N as u64;
     assert_eq!(server.stop().accepted, total);
     Ok(())
 }
