@@ -16,7 +16,7 @@ use synguard_common::{
     cookie::Decoded,
     maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark},
     packet::RawPacket,
-    pipeline::{Env, ListVerdict, SockState, Verdict, process},
+    pipeline::{Env, KernelCookie, ListVerdict, SockState, Verdict, process},
     testutil::{SERVER_MAC, Seg, read_reply},
     wire::{tcp::TcpHeader, tcp_options::TcpOptions},
 };
@@ -35,9 +35,9 @@ struct FuzzEnv {
     src_ok: bool,
     budget_ok: bool,
     sock: SockState,
-    kernel_cookie: bool,
-    overflow_recent: bool,
-    /// Whether `kernel_cookie` mints (its ISN is derived from the SYN's sequence number).
+    kernel_cookie: Option<bool>,
+    /// Whether `kernel_cookie` mints for a listener (its ISN is derived from the SYN's
+    /// sequence number) or declines.
     kernel_isn: bool,
     iface: Option<IfaceFacts>,
     local: bool,
@@ -80,14 +80,15 @@ impl Env for FuzzEnv {
     fn socket_state(&mut self, _: &Flow) -> SockState {
         self.sock
     }
-    fn kernel_cookie_valid(&mut self, _: bool, _: usize, _: usize) -> bool {
+    fn kernel_cookie_valid(&mut self, _: bool, _: usize, _: usize) -> Option<bool> {
         self.kernel_cookie
     }
-    fn listener_overflow_recent(&self) -> bool {
-        self.overflow_recent
-    }
-    fn kernel_cookie(&mut self, _: &Flow, seq: u32, _: u16) -> Option<u32> {
-        self.kernel_isn.then_some(seq ^ 0x4b43_4b43)
+    fn kernel_cookie(&mut self, _: &Flow, seq: u32, _: u16) -> KernelCookie {
+        match (self.sock, self.kernel_isn) {
+            (SockState::Listener, true) => KernelCookie::Minted(seq ^ 0x4b43_4b43),
+            (SockState::Listener, false) => KernelCookie::Declined,
+            (s, _) => KernelCookie::Socket(s),
+        }
     }
     fn hand_off(
         &mut self,
@@ -179,8 +180,7 @@ fn env_with_mode(i: &mut Input, b: u8, mode: u32) -> FuzzEnv {
             2 => SockState::MptcpListener,
             _ => SockState::Other,
         },
-        kernel_cookie: i.u8() & 1 == 1,
-        overflow_recent: i.u8() % 4 != 0,
+        kernel_cookie: [Some(false), Some(true), None][usize::from(i.u8() % 3)],
         kernel_isn: i.u8() % 8 != 0,
         iface: {
             // Mostly the frame's own destination MAC (testutil's SERVER_MAC), so the SYN
@@ -285,7 +285,10 @@ fuzz_target!(|data: &[u8]| {
     if kernel_cookie {
         assert_ne!(d.verdict, Verdict::HandOff, "the kernel-cookie handoff handed off");
         if matches!(d.verdict, Verdict::Tx { .. }) {
-            assert!(e.overflow_recent && e.kernel_isn, "answered without the kernel's cookie");
+            assert!(
+                e.kernel_isn && e.sock == SockState::Listener,
+                "answered without the kernel's cookie"
+            );
         }
     }
     match d.verdict {

@@ -39,7 +39,7 @@ pub mod names {
     pub const HANDOFF: &str = "HANDOFF";
     /// XDP's per-CPU scratch slot for building a `HANDOFF` entry off the stack.
     pub const HANDOFF_SCRATCH: &str = "HANDOFF_SCRATCH";
-    /// XDP's per-CPU scratch slot for the headers `bpf_tcp_raw_gen_syncookie_*` reads
+    /// XDP's per-CPU scratch slot for the headers `bpf_tcp_gen_syncookie` reads
     /// ([`crate::kernel_cookie::CookieHeaders`]).
     pub const COOKIE_SCRATCH: &str = "COOKIE_SCRATCH";
     /// The maps each interface has for itself when one daemon serves several: its own
@@ -203,11 +203,11 @@ pub enum Handoff {
     /// XDP answers SYNs with synguard's cookie and TC hands a valid ACK to the listener
     /// with `bpf_sk_assign_tcp_reqsk` (Linux 6.9+).
     Kfunc = 0,
-    /// XDP answers SYNs with the kernel's own cookie (`bpf_tcp_raw_gen_syncookie_*`,
-    /// Linux 6.0+), checks ACKs against it (`bpf_tcp_raw_check_syncookie_*`), and the
-    /// kernel completes the handshake itself (`cookie_v4_check`/`cookie_v6_check`). XDP
-    /// answers only while the listener's SYN-overflow stamp says the kernel would take the
-    /// cookie; otherwise the SYN goes to the kernel. No TC.
+    /// XDP answers SYNs with the kernel's own cookie, minted on the listener
+    /// (`bpf_tcp_gen_syncookie`) only where the kernel would send one itself, checks ACKs
+    /// against it (`bpf_tcp_raw_check_syncookie_*`, Linux 6.0+), and the kernel completes
+    /// the handshake itself (`cookie_v4_check`/`cookie_v6_check`). Where the kernel would
+    /// send no cookie, the SYN goes to it. No TC.
     KernelCookie = 1,
     /// XDP only filters (flags, lists, rate limits, reflection, forged RSTs): it never
     /// answers a SYN nor validates a cookie; the kernel's own syncookies answer. No TC.
@@ -730,14 +730,15 @@ counters! {
     /// own syncookies answer it) instead of being answered in XDP.
     SynToKernel = "syn_to_kernel",
     /// Filter handoff, engaged: an ACK to a listener with no socket of its own, passed to
-    /// the kernel, which checks its own cookie; XDP validates none.
+    /// the kernel, which checks its own cookie; XDP validates none. Kernel-cookie handoff
+    /// (and `auto` mode) too, for an ACK whose kernel cookie the helper cannot check
+    /// (`bpf_tcp_raw_check_syncookie_ipv6` with IPv6 built as a module).
     AckToKernel = "ack_to_kernel",
-    /// Kernel-cookie handoff, engaged: a SYN to a listener that would not take a kernel
-    /// cookie ACK now (its SYN-overflow stamp, or its reuseport group's, is older than
-    /// [`crate::kernel_cookie::OVERFLOW_FRESH_JIFFIES`], or the kernel would not mint one),
-    /// passed to the kernel, which answers it itself; with `net.ipv4.tcp_syncookies=2`
-    /// that answer refreshes the stamp.
-    KernelCookieStale = "kernel_cookie_stale",
+    /// Kernel-cookie handoff, engaged: a SYN to a plain-TCP listener that the kernel would
+    /// not answer with a cookie now (`bpf_tcp_gen_syncookie` declined: `tcp_syncookies` is
+    /// 1 and the SYN queue is not full, or 0; the accept queue is full; or the kernel cannot
+    /// for this family), passed to the kernel, which handles it as without synguard.
+    KernelCookieDeclined = "kernel_cookie_declined",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -789,7 +790,7 @@ impl Counter {
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
             | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
-            | AckToKernel | KernelCookieStale => Class::Verdict(Pass),
+            | AckToKernel | KernelCookieDeclined => Class::Verdict(Pass),
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
             | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
             | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable

@@ -79,15 +79,17 @@
 //! listener alone are still dropped (`NoSocketDrop`). Not engaged, as above.
 //!
 //! In the kernel-cookie handoff ([`Handoff::KernelCookie`], see [`crate::kernel_cookie`])
-//! everything is as in the kfunc handoff except the cookie itself. A SYN that step 6 would
-//! answer is answered only if its listener would take a kernel cookie ACK now (its
-//! SYN-overflow stamp is recent, [`Env::listener_overflow_recent`]) and the kernel mints
-//! one ([`Env::kernel_cookie`]); otherwise it passes (`KernelCookieStale`) and the kernel
-//! answers it. The SYN+ACK carries the kernel's cookie as its ISN and an MSS option only
-//! ([`crate::kernel_cookie::answer_options`]), never ECN. An ACK to a listener alone is
-//! checked with `bpf_tcp_raw_check_syncookie_*` ([`Env::kernel_cookie_valid`]): valid, it
-//! passes to the kernel, which completes the handshake (`CookieAckValid`; nothing is
-//! handed off, there is no TC program); invalid, as for synguard's own cookie.
+//! everything is as in the kfunc handoff except the cookie itself. An engaged SYN within its
+//! per-source budget and addressed to this host goes to [`Env::kernel_cookie`]: where the
+//! kfunc handoff's socket lookup would pass it, so does this; to a plain-TCP listener, the
+//! kernel's cookie answers it (`CookieSent`, after the SYN+ACK budget) if the kernel would
+//! itself answer with one, and otherwise it passes (`KernelCookieDeclined`) and the kernel
+//! handles it. The SYN+ACK carries the kernel's cookie as its ISN and an MSS option only
+//! ([`crate::kernel_cookie::answer_options`]), never ECN. An engaged ACK to a listener
+//! alone is checked with `bpf_tcp_raw_check_syncookie_*` ([`Env::kernel_cookie_valid`]):
+//! valid, it passes to the kernel, which completes the handshake (`CookieAckValid`; nothing
+//! is handed off, there is no TC program); invalid, as for synguard's own cookie; if the
+//! kernel cannot tell, it passes for the kernel to check (`AckToKernel`).
 //!
 //! "Engaged" means mode `Always`, or `Auto` while the controller sets `State::engaged`.
 //! In `Monitor` mode (and for an unknown mode value) every `Drop` is a `Pass`, still
@@ -162,17 +164,15 @@ pub trait Env {
     fn socket_state(&mut self, flow: &Flow) -> SockState;
     /// `bpf_tcp_raw_check_syncookie_ipv4/6` on the IP header at `l3` and the TCP header at
     /// `l4`: whether the segment's ACK number is a cookie the kernel minted, within the
-    /// kernel's own age limit. False if the headers are not in the packet.
-    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool;
-    /// Kernel-cookie handoff, for a SYN whose `socket_state` just returned `Listener`:
-    /// whether that listener would take an ACK carrying a kernel cookie now, by its
-    /// SYN-overflow stamp ([`crate::kernel_cookie::overflow_recent`]). The glue answers
-    /// from the lookup `socket_state` made; in the other handoffs it is never asked.
-    fn listener_overflow_recent(&self) -> bool;
-    /// `bpf_tcp_raw_gen_syncookie_ipv4/6`: the ISN the kernel's own syncookie gives a SYN
-    /// of `flow` with sequence number `seq` and MSS option `mss` (0: none), or `None` if
-    /// the kernel mints none (built without `CONFIG_SYN_COOKIES`).
-    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32>;
+    /// kernel's own age limit; `None` if the kernel cannot tell (IPv6 built as a module, or
+    /// the headers not in the packet).
+    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> Option<bool>;
+    /// Kernel-cookie handoff, for an engaged SYN of `flow` with sequence number `seq` and
+    /// MSS option `mss` (0: none): looks up the flow's socket and, if it is a plain-TCP
+    /// listener alone, asks the kernel for the cookie it would answer the SYN with
+    /// (`bpf_tcp_gen_syncookie` on that listener, which mints only where the kernel itself
+    /// would, and refreshes the listener's overflow stamp; see [`crate::kernel_cookie`]).
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> KernelCookie;
     /// Stores a validated cookie ACK's request-socket attributes
     /// (`CookieMeta::new(key, d, opts, tcph)`) in `HANDOFF`, for TC, under the segment's
     /// key (`HandoffKey::new(flow, tcph.seq, tcph.ack)`); false if the map refused it.
@@ -201,6 +201,17 @@ pub trait Env {
     /// Nothing by default.
     #[inline(always)]
     fn tcp_flags(&mut self, _flags: u8) {}
+}
+
+/// What [`Env::kernel_cookie`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCookie {
+    /// A plain-TCP listener alone, and the ISN the kernel's cookie gives the SYN.
+    Minted(u32),
+    /// A plain-TCP listener alone, which would not answer the SYN with a cookie now.
+    Declined,
+    /// Not a plain-TCP listener alone: what the lookup found instead.
+    Socket(SockState),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -528,10 +539,36 @@ fn reflection<E: Env>(env: &E, ctx: &Ctx) -> Option<Outcome> {
     })
 }
 
-/// The last checks before an engaged SYN is answered, in both handoffs that answer: the
-/// per-source and SYN+ACK budgets, then whether it is addressed to this host, then the
-/// socket lookup (only a plain-TCP listener with no socket of the flow's own). The
-/// interface's facts if it may be answered, else the verdict.
+/// The per-source SYN budget (with `src`) and the SYN+ACK budget (with `synack`): the
+/// verdict for a SYN over one, or `None`. The clock is read only when a limit needs it: it
+/// is a helper call on every SYN.
+#[inline(always)]
+fn over_budget<E: Env>(
+    env: &mut E,
+    ctx: &Ctx,
+    cfg: &Config,
+    src: bool,
+    synack: bool,
+) -> Option<Outcome> {
+    let src = src && cfg.src_syn_rate != 0;
+    let synack = synack && cfg.synack_rate_per_cpu != 0;
+    if !src && !synack {
+        return None;
+    }
+    let now = env.now_ns();
+    if src && !env.src_syn_allowed(&ctx.seg.flow, now) {
+        return Some(reject(Counter::RateLimited, ctx.monitor));
+    }
+    if synack && !env.synack_budget(now) {
+        return Some(reject(Counter::SynackCapHit, ctx.monitor));
+    }
+    None
+}
+
+/// The last checks before an engaged SYN is answered with synguard's cookie: both budgets,
+/// then whether it is addressed to this host, then the socket lookup (only a plain-TCP
+/// listener with no socket of the flow's own). The interface's facts if it may be
+/// answered, else the verdict.
 #[inline(always)]
 fn answerable<P: Packet + ?Sized, E: Env>(
     p: &P,
@@ -540,15 +577,8 @@ fn answerable<P: Packet + ?Sized, E: Env>(
     cfg: &Config,
 ) -> Result<IfaceFacts, Outcome> {
     let flow = &ctx.seg.flow;
-    // The clock is read only when a limit needs it: it is a helper call on every SYN.
-    if cfg.src_syn_rate != 0 || cfg.synack_rate_per_cpu != 0 {
-        let now = env.now_ns();
-        if !env.src_syn_allowed(flow, now) {
-            return Err(reject(Counter::RateLimited, ctx.monitor));
-        }
-        if !env.synack_budget(now) {
-            return Err(reject(Counter::SynackCapHit, ctx.monitor));
-        }
+    if let Some(o) = over_budget(env, ctx, cfg, true, true) {
+        return Err(o);
     }
     // Last, dearest first: unengaged traffic never pays for these.
     let facts = addressed_to_us(p, env, flow).map_err(pass)?;
@@ -559,8 +589,9 @@ fn answerable<P: Packet + ?Sized, E: Env>(
     }
 }
 
-/// A SYN in the kernel-cookie handoff: as [`syn`], with the kernel's cookie and only
-/// while the listener would take it (see the module doc).
+/// A SYN in the kernel-cookie handoff: as [`syn`], with the kernel's cookie, and only where
+/// the kernel would answer with one itself (see the module doc). The SYN+ACK budget is
+/// spent only on a SYN XDP answers.
 #[inline(always)]
 fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome {
     let seg = &ctx.seg;
@@ -574,18 +605,24 @@ fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &C
         return pass(Counter::SynPassed);
     }
     let cfg = env.config();
-    let facts = match answerable(p, env, ctx, &cfg) {
-        Ok(f) => f,
-        Err(o) => return o,
-    };
-    // The kernel would reset the ACK of a cookie it does not expect: it answers this SYN
-    // itself (with its own cookie, under tcp_syncookies=2, which refreshes the stamp).
-    if !env.listener_overflow_recent() {
-        return pass(Counter::KernelCookieStale);
+    if let Some(o) = over_budget(env, ctx, &cfg, true, false) {
+        return o;
     }
-    let Some(isn) = env.kernel_cookie(&seg.flow, ctx.tcph.seq, opts.mss) else {
-        return pass(Counter::KernelCookieStale);
+    let facts = match addressed_to_us(p, env, &seg.flow) {
+        Ok(f) => f,
+        Err(c) => return pass(c),
     };
+    let isn = match env.kernel_cookie(&seg.flow, ctx.tcph.seq, opts.mss) {
+        KernelCookie::Minted(isn) => isn,
+        // The kernel would not answer with a cookie (no flood by its own measure, a full
+        // accept queue): it gets the SYN, as without synguard.
+        KernelCookie::Declined => return pass(Counter::KernelCookieDeclined),
+        KernelCookie::Socket(SockState::Other) => return pass(Counter::ExistingSocket),
+        KernelCookie::Socket(s) => return pass(not_our_socket(s)),
+    };
+    if let Some(o) = over_budget(env, ctx, &cfg, false, true) {
+        return o;
+    }
     let reply = Reply {
         isn,
         wscale: 0,
@@ -618,11 +655,8 @@ fn syn_filtered<E: Env>(env: &mut E, ctx: &Ctx) -> Outcome {
     if !ctx.engaged {
         return pass(Counter::SynPassed);
     }
-    if env.config().src_syn_rate != 0 {
-        let now = env.now_ns();
-        if !env.src_syn_allowed(&ctx.seg.flow, now) {
-            return reject(Counter::RateLimited, ctx.monitor);
-        }
+    if let Some(o) = over_budget(env, ctx, &env.config(), true, false) {
+        return o;
     }
     pass(Counter::SynToKernel)
 }
@@ -659,12 +693,13 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
         // The kernel's cookie, checked as the kernel will check it again; it then makes
         // the socket itself.
         Handoff::KernelCookie => {
-            return if !ctx.engaged {
-                pass(Counter::AckPassedUnengaged)
-            } else if env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
-                pass(Counter::CookieAckValid)
-            } else {
-                not_ours(env, Counter::CookieAckInvalid)
+            if !ctx.engaged {
+                return pass(Counter::AckPassedUnengaged);
+            }
+            return match env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
+                Some(true) => pass(Counter::CookieAckValid),
+                Some(false) => not_ours(env, Counter::CookieAckInvalid),
+                None => pass(Counter::AckToKernel),
             };
         }
         Handoff::Kfunc => {}
@@ -683,8 +718,13 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
         // Auto mode just engaged: ACKs of the kernel's own cookies (minted while it
         // answered SYNs) keep working. The kernel checks them again, with its own
         // overflow-recency rule, when they reach the listener.
-        if ctx.engaged && ctx.auto && env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
-            return pass(Counter::KernelCookiePass);
+        if ctx.engaged && ctx.auto {
+            match env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
+                Some(true) => return pass(Counter::KernelCookiePass),
+                // The kernel cannot tell here, but will: it resets what is not its own.
+                None => return pass(Counter::AckToKernel),
+                Some(false) => {}
+            }
         }
         return not_ours(env, Counter::CookieAckInvalid);
     };

@@ -3,16 +3,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, tcp_sock},
-    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_mptcp_sock, bpf_skc_to_tcp_sock},
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple},
+    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_mptcp_sock},
 };
 use synguard_common::{flow::Flow, wire::Addr};
-
-unsafe extern "C" {
-    /// Defined in kfuncs.c (CO-RE reads, inlined by bpf-linker): the listener's SYN-overflow
-    /// stamp, its reuseport group's if it has one.
-    fn synguard_listener_overflow_stamp(tp: *mut tcp_sock) -> u32;
-}
 
 /// `TCP_LISTEN` in the kernel's `enum tcp_states`.
 pub const TCP_LISTEN: u32 = 10;
@@ -71,20 +65,6 @@ impl SockRef {
         // SAFETY: non-null, referenced socket from the lookup; the result borrows it and
         // is only compared with null.
         !unsafe { bpf_skc_to_mptcp_sock(self.as_ptr()) }.is_null()
-    }
-
-    /// A TCP listener's SYN-overflow stamp (jiffies), which the kernel checks before it
-    /// takes a cookie ACK; `None` if this is not a full TCP socket.
-    #[inline(always)]
-    pub fn overflow_stamp(&self) -> Option<u32> {
-        // SAFETY: non-null, referenced socket from the lookup; the result borrows it and is
-        // only read here, before the reference is released.
-        let tp = unsafe { bpf_skc_to_tcp_sock(self.as_ptr()) };
-        if tp.is_null() {
-            return None;
-        }
-        // SAFETY: `tp` is a live tcp_sock (checked just above); the shim only reads it.
-        Some(unsafe { synguard_listener_overflow_stamp(tp) })
     }
 
     #[inline(always)]

@@ -10,9 +10,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action, xdp_md},
     helpers::{
-        bpf_jiffies64, bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4,
-        bpf_tcp_raw_check_syncookie_ipv6, bpf_tcp_raw_gen_syncookie_ipv4,
-        bpf_tcp_raw_gen_syncookie_ipv6,
+        bpf_ktime_get_ns, bpf_tcp_gen_syncookie, bpf_tcp_raw_check_syncookie_ipv4,
+        bpf_tcp_raw_check_syncookie_ipv6,
     },
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -21,14 +20,13 @@ use synguard_common::{
     cookie::Decoded,
     dissect::Segment,
     flow::{Family, Flow},
-    kernel_cookie::overflow_recent,
     maps::{
         Action, Class, Config, Counter, EventScratch, Handoff, IfaceFacts, KeySlot,
         LOCAL_ADDR_BROADCAST, LOCAL_ADDR_LOCAL, ListSlot, Mode, SrcDrops, State, TokenBucket,
         VLAN_NONE, port_bit,
     },
     packet::{Packet, RawPacket},
-    pipeline::{Decision, Env, ListVerdict, SockState, Verdict, process},
+    pipeline::{Decision, Env, KernelCookie, ListVerdict, SockState, Verdict, process},
     verifier::opaque,
     wire::{Addr, ethernet, ipv4, ipv6, tcp, tcp::TcpHeader, tcp_options::TcpOptions},
 };
@@ -42,6 +40,10 @@ use crate::{
     sock::{SockRef, TCP_LISTEN},
 };
 
+/// `-EACCES`, what `bpf_tcp_raw_check_syncookie_*` returns for an ACK without the kernel's
+/// cookie.
+const EACCES: i64 = -13;
+
 /// `MODE`: the handoff (a `Handoff` as u8) of this copy of the pipeline (see [`run`]).
 struct XdpEnv<'a, const MODE: u8> {
     ctx: &'a XdpContext,
@@ -53,9 +55,6 @@ struct XdpEnv<'a, const MODE: u8> {
     /// The pipeline located the segment ([`Env::located`]), whose source, port and flags
     /// are then in `EVENT_SCRATCH`.
     located: bool,
-    /// Kernel-cookie copy: the listener the last `socket_state` found has a recent
-    /// SYN-overflow stamp ([`Env::listener_overflow_recent`]).
-    overflow_recent: bool,
 }
 
 impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
@@ -173,13 +172,6 @@ impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
                 if sk.is_mptcp() {
                     SockState::MptcpListener
                 } else {
-                    // Read here, while the reference is held; only this copy needs it.
-                    if MODE == Handoff::KernelCookie as u8 {
-                        // SAFETY: the helper takes no arguments and only reads the clock.
-                        let now = unsafe { bpf_jiffies64() } as u32;
-                        self.overflow_recent =
-                            sk.overflow_stamp().is_some_and(|s| overflow_recent(now, s));
-                    }
                     SockState::Listener
                 }
             }
@@ -188,39 +180,47 @@ impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
     }
 
     #[inline(always)]
-    fn listener_overflow_recent(&self) -> bool {
-        self.overflow_recent
-    }
-
-    #[inline(always)]
-    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32> {
-        let h = COOKIE_SCRATCH.get_ptr_mut(0)?;
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> KernelCookie {
+        let sk = match SockRef::lookup(self.ctx.as_ptr(), flow) {
+            None => return KernelCookie::Socket(SockState::None),
+            Some(sk) if sk.state() != TCP_LISTEN => return KernelCookie::Socket(SockState::Other),
+            Some(sk) if sk.is_mptcp() => return KernelCookie::Socket(SockState::MptcpListener),
+            Some(sk) => sk,
+        };
+        let Some(h) = COOKIE_SCRATCH.get_ptr_mut(0) else {
+            return KernelCookie::Declined;
+        };
         // SAFETY: this CPU's scratch slot, which nothing else touches while XDP runs here
         // (not preempted); filled, then only read by the helper.
-        let th_len = unsafe { (*h).fill(flow, seq, mss) };
-        // SAFETY: both headers are in the map value, of the sizes the helper reads
-        // (`struct iphdr`/`ipv6hdr`; the TCP header's `th_len` bytes, 20 or 24, within
-        // its 24); the helper only reads them.
+        let (ip_len, th_len) = unsafe { (*h).fill(flow, seq, mss) };
+        // SAFETY: `sk` is the referenced listener from the lookup, released after the call;
+        // both headers are in the map value, within its sizes (`ip_len` of 40 bytes,
+        // `th_len` of 24); the helper only reads them.
         let r = unsafe {
-            let ip = (*h).ip.as_mut_ptr();
-            let th = (*h).tcp.as_mut_ptr().cast::<tcphdr>();
-            if flow.is_v6() {
-                bpf_tcp_raw_gen_syncookie_ipv6(ip.cast::<ipv6hdr>(), th, th_len)
-            } else {
-                bpf_tcp_raw_gen_syncookie_ipv4(ip.cast::<iphdr>(), th, th_len)
-            }
+            bpf_tcp_gen_syncookie(
+                sk.as_ptr(),
+                (*h).ip.as_mut_ptr().cast(),
+                ip_len,
+                (*h).tcp.as_mut_ptr().cast::<tcphdr>(),
+                th_len,
+            )
         };
-        // The cookie in the low 32 bits, the MSS it encodes above them; negative on error.
-        if r < 0 { None } else { Some(r as u32) }
+        // The cookie in the low 32 bits, the MSS it encodes above them; negative where the
+        // kernel would not send a cookie.
+        if r < 0 {
+            KernelCookie::Declined
+        } else {
+            KernelCookie::Minted(r as u32)
+        }
     }
 
     #[inline(always)]
-    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool {
+    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> Option<bool> {
         // Explicit bounds on the offsets first: the verifier adds only a bounded scalar
         // to a packet pointer. Both are far below these in any frame we parse.
         let (l3, l4) = (opaque(l3), opaque(l4));
         if l3 > 256 || l4 > 512 {
-            return false;
+            return None;
         }
         let (data, end) = (self.ctx.data(), self.ctx.data_end());
         let (ip, th) = (data + l3, data + l4);
@@ -232,7 +232,7 @@ impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
             ipv4::HEADER_LEN
         };
         if ip + ip_len > end || th + tcp::HEADER_LEN > end {
-            return false;
+            return None;
         }
         // SAFETY: both headers lie inside the packet, as just checked; the helpers only
         // read them.
@@ -243,7 +243,13 @@ impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
                 bpf_tcp_raw_check_syncookie_ipv4(ip as *mut iphdr, th as *mut tcphdr)
             }
         };
-        r == 0
+        // 0: the kernel's cookie; -EACCES: not one; anything else (-EPROTONOSUPPORT for
+        // IPv6 as a module): the kernel cannot tell here.
+        match r {
+            0 => Some(true),
+            EACCES => Some(false),
+            _ => None,
+        }
     }
 
     #[inline(always)]
@@ -368,7 +374,6 @@ fn run_in<const MODE: u8>(raw: *mut xdp_md) -> u32 {
         ctx,
         config,
         located: false,
-        overflow_recent: false,
     };
     let Decision { verdict, reason } = process(&mut pkt, &mut env);
     let (action, reason) = match verdict {

@@ -45,19 +45,23 @@ pub fn kernel_ok(release: &str, kfunc: Result<bool, String>) -> Result<(), Strin
 /// `net.ipv4.tcp_syncookies`.
 pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
 
-/// What the kernel-cookie handoff makes of `net.ipv4.tcp_syncookies`: with 2 the kernel's
-/// own answers keep every listener's overflow stamp fresh, so XDP answers nearly every SYN;
-/// with 1 only a real SYN-queue overflow does, and most SYNs go to the kernel (never worse
-/// than the kernel alone, but XDP then answers only while the queue overflows).
+/// What the kernel-cookie handoff makes of `net.ipv4.tcp_syncookies`: XDP answers a SYN
+/// only where the kernel would answer it with a cookie, so with 2 it answers every SYN it
+/// may, with 1 only while a listener's SYN queue is full (the kernel's own measure of a
+/// flood), and with 0 none (the kernel then has no cookies either).
 pub fn kernel_cookie_syncookies(v: Result<i64, String>) -> Outcome {
     match v {
-        Ok(2) => {
-            Outcome::Ok("2: every listener's overflow stamp stays fresh, XDP answers SYNs".into())
-        }
+        Ok(2) => Outcome::Ok(
+            "2: the kernel answers every SYN with a cookie, so XDP answers them all".into(),
+        ),
+        Ok(1) => Outcome::Warn(format!(
+            "1: in the kernel-cookie handoff XDP answers a SYN only where the kernel would \
+             send a cookie, which with 1 is only while the listener's SYN queue is full; set \
+             {SYNCOOKIES}=2 for XDP to answer every SYN"
+        )),
         Ok(v) => Outcome::Warn(format!(
-            "{v}: in the kernel-cookie handoff XDP answers a SYN only while its listener's \
-             SYN-overflow stamp is fresh, which with {v} only a real queue overflow makes it; \
-             set {SYNCOOKIES}=2 so the kernel's own answers keep it fresh"
+            "{v}: the kernel sends no cookies, so in the kernel-cookie handoff XDP answers no \
+             SYN; set {SYNCOOKIES}=2"
         )),
         Err(e) => Outcome::Warn(e),
     }
@@ -169,17 +173,16 @@ pub fn kfunc_in(btf: &aya_obj::btf::Btf) -> bool {
         .is_ok()
 }
 
-/// The helpers the kernel-cookie handoff calls in XDP (mainline 6.0).
-pub const RAW_SYNCOOKIE_HELPERS: [&str; 2] = [
-    "bpf_tcp_raw_gen_syncookie_ipv4",
-    "bpf_tcp_raw_check_syncookie_ipv4",
-];
+/// The helpers the kernel-cookie handoff calls in XDP: the kernel's cookie for a listener
+/// (mainline 5.3) and the check of one without a socket (mainline 6.0).
+pub const KERNEL_COOKIE_HELPERS: [&str; 2] =
+    ["bpf_tcp_gen_syncookie", "bpf_tcp_raw_check_syncookie_ipv4"];
 
-/// Whether every one of [`RAW_SYNCOOKIE_HELPERS`] is in `btf`. A helper defined with
+/// Whether every one of [`KERNEL_COOKIE_HELPERS`] is in `btf`. A helper defined with
 /// `BPF_CALL_*` leaves the typedef `btf_<name>` in vmlinux BTF, whether or not the compiler
 /// kept the function itself (and BTF then names it).
-pub fn raw_syncookie_in(btf: &aya_obj::btf::Btf) -> bool {
-    RAW_SYNCOOKIE_HELPERS.iter().all(|h| {
+pub fn kernel_cookie_helpers_in(btf: &aya_obj::btf::Btf) -> bool {
+    KERNEL_COOKIE_HELPERS.iter().all(|h| {
         btf.id_by_type_name_kind(&format!("btf_{h}"), aya_obj::btf::BtfKind::Typedef)
             .is_ok()
     })
@@ -216,15 +219,15 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
             "syncookie helpers",
             Outcome::Ok(format!(
                 "{} in vmlinux BTF",
-                RAW_SYNCOOKIE_HELPERS.join(", ")
+                KERNEL_COOKIE_HELPERS.join(", ")
             )),
         ),
         Ok(false) => r.push(
             "syncookie helpers",
             Outcome::Warn(format!(
-                "{} missing from vmlinux BTF (mainline added them in 6.0): no kernel-cookie \
+                "{} missing from vmlinux BTF (mainline has both since 6.0): no kernel-cookie \
                  handoff",
-                RAW_SYNCOOKIE_HELPERS.join(", ")
+                KERNEL_COOKIE_HELPERS.join(", ")
             )),
         ),
         Err(e) => r.push("syncookie helpers", Outcome::Warn(e.clone())),

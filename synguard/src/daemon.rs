@@ -293,7 +293,7 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
         Some(with_tc) => match handoff::for_takeover(
             o.handoff,
             with_tc,
-            RunState::load(&o.iface).map(|r| (r.handoff, r.handoff_reason)),
+            RunState::load(&o.iface).map(|r| r.handoff_reason),
             &probes,
         ) {
             Ok(c) => c,

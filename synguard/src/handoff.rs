@@ -3,10 +3,11 @@
 //!
 //! - `kfunc`: synguard's own cookie in XDP, TC hands the ACK to the listener with
 //!   `bpf_sk_assign_tcp_reqsk`; needs that kfunc in vmlinux BTF (mainline 6.9).
-//! - `kernel-cookie`: the kernel's own cookie, minted and checked in XDP with
-//!   `bpf_tcp_raw_gen_syncookie_*`/`bpf_tcp_raw_check_syncookie_*` (mainline 6.0), and the
-//!   kernel completes the handshake; no TC program. Connections XDP answers carry no
-//!   window scaling, SACK or ECN (see `synguard_common::kernel_cookie`).
+//! - `kernel-cookie`: the kernel's own cookie, minted on the listener and checked in XDP
+//!   with `bpf_tcp_gen_syncookie`/`bpf_tcp_raw_check_syncookie_*` (mainline 6.0), and the
+//!   kernel completes the handshake; no TC program. XDP answers only the SYNs the kernel
+//!   would answer with a cookie; those connections carry no window scaling, SACK or ECN
+//!   (see `synguard_common::kernel_cookie`).
 //! - `filter`: XDP filters (flags, lists, rate limits, reflection, forged RSTs) and the
 //!   kernel's own syncookies answer SYNs; no TC program, no kfunc. Anywhere XDP runs.
 //!
@@ -68,7 +69,7 @@ pub struct Probes {
     pub release: String,
     /// [`check::KFUNC`] in vmlinux BTF, or why that cannot be told.
     pub kfunc: Result<bool, String>,
-    /// [`check::RAW_SYNCOOKIE_HELPERS`] in vmlinux BTF, or why that cannot be told.
+    /// [`check::KERNEL_COOKIE_HELPERS`] in vmlinux BTF, or why that cannot be told.
     pub raw_syncookie: Result<bool, String>,
 }
 
@@ -80,18 +81,18 @@ impl Probes {
             kfunc: btf.as_ref().map(check::kfunc_in).map_err(Clone::clone),
             raw_syncookie: btf
                 .as_ref()
-                .map(check::raw_syncookie_in)
+                .map(check::kernel_cookie_helpers_in)
                 .map_err(Clone::clone),
         }
     }
 
     /// Why the kernel-cookie handoff cannot work here, if it cannot.
     fn kernel_cookie_missing(&self) -> Option<String> {
-        let helpers = check::RAW_SYNCOOKIE_HELPERS.join(" and ");
+        let helpers = check::KERNEL_COOKIE_HELPERS.join(" and ");
         match &self.raw_syncookie {
             Ok(true) => None,
             Ok(false) => Some(format!(
-                "Linux {} has no {helpers} helpers in its BTF (mainline added them in 6.0)",
+                "Linux {} has no {helpers} helpers in its BTF (mainline has both since 6.0)",
                 self.release
             )),
             Err(e) => Some(format!(
@@ -142,7 +143,7 @@ pub fn choose(req: Request, p: &Probes) -> Result<Choice, String> {
                 mode: Handoff::KernelCookie,
                 reason: format!(
                     "auto: {e}; XDP answers with the kernel's own cookie ({} in vmlinux BTF)",
-                    check::RAW_SYNCOOKIE_HELPERS.join(", ")
+                    check::KERNEL_COOKIE_HELPERS.join(", ")
                 ),
             },
             (Err(e), Some(k)) => Choice {
@@ -158,12 +159,14 @@ pub fn choose(req: Request, p: &Probes) -> Result<Choice, String> {
 /// The mode of a takeover of a previous run's pinned links. A TC link can be neither
 /// added nor dropped by a takeover, so with one the mode is `kfunc` (and another forced
 /// mode is refused, naming the fix); without one it is `kernel-cookie` or `filter`, whose
-/// XDP programs swap for each other: the requested one (`auto`: the previous run's,
-/// `prev_mode`, if it was one of these, else what `p` allows).
+/// XDP programs swap for each other in the pinned link: the requested one, or for `auto`
+/// the first of them `p` allows (a run that `auto` put in `filter` before this build had
+/// `kernel-cookie` moves up to it). `prev_reason` is the previous run's reason, kept for a
+/// `kfunc` takeover.
 pub fn for_takeover(
     req: Request,
     pinned_tc: bool,
-    prev_mode: Option<(String, String)>,
+    prev_reason: Option<String>,
     p: &Probes,
 ) -> Result<Choice, String> {
     if pinned_tc {
@@ -178,8 +181,7 @@ pub fn for_takeover(
         }
         return Ok(Choice {
             mode: Handoff::Kfunc,
-            reason: prev_mode
-                .map(|(_, r)| r)
+            reason: prev_reason
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| "kfunc: the mode of the pinned links".into()),
         });
@@ -191,30 +193,20 @@ pub fn for_takeover(
                 .into(),
         ),
         Request::Exactly(_) => choose(req, p),
-        Request::Auto => {
-            let prev = prev_mode
-                .and_then(|(m, r)| Some((Handoff::from_name(&m)?, r)))
-                .filter(|(m, _)| !m.needs_tc());
-            match prev {
-                Some((mode, reason))
-                    if mode != Handoff::KernelCookie || p.kernel_cookie_missing().is_none() =>
-                {
-                    Ok(Choice { mode, reason })
-                }
-                _ => {
-                    let c = choose(Request::Auto, p)?;
-                    Ok(if c.mode.needs_tc() {
-                        // The kfunc is there, but these links have no TC: the next best.
-                        choose(Request::Exactly(Handoff::KernelCookie), p).unwrap_or(Choice {
-                            mode: Handoff::Filter,
-                            reason: "filter: the pinned links have no TC link".into(),
-                        })
-                    } else {
-                        c
-                    })
-                }
-            }
-        }
+        Request::Auto => match choose(Request::Exactly(Handoff::KernelCookie), p) {
+            Ok(c) => Ok(Choice {
+                mode: c.mode,
+                reason: "auto, taking over links without TC: the kernel's own cookie in XDP".into(),
+            }),
+            Err(_) => Ok(Choice {
+                mode: Handoff::Filter,
+                reason: format!(
+                    "auto, taking over links without TC: {}; XDP filters and the kernel's \
+                     syncookies answer SYNs",
+                    p.kernel_cookie_missing().unwrap_or_default()
+                ),
+            }),
+        },
     }
 }
 
@@ -264,13 +256,13 @@ mod tests {
         assert!(
             c.reason
                 .contains("Linux 6.1.0-28-cloud-amd64 has no bpf_sk_assign_tcp_reqsk")
-                && c.reason.contains("bpf_tcp_raw_gen_syncookie_ipv4"),
+                && c.reason.contains("bpf_tcp_gen_syncookie"),
             "{}",
             c.reason
         );
         let c = choose(Request::Auto, &probes(Ok(false), Ok(false))).unwrap();
         assert_eq!(c.mode, Handoff::Filter);
-        assert!(c.reason.contains("added them in 6.0"), "{}", c.reason);
+        assert!(c.reason.contains("since 6.0"), "{}", c.reason);
         // A BTF that cannot be read is neither: filter needs none.
         let c = choose(
             Request::Auto,
@@ -298,7 +290,7 @@ mod tests {
         .unwrap_err();
         assert!(
             e.contains("--handoff kernel-cookie cannot work here")
-                && e.contains("bpf_tcp_raw_gen_syncookie_ipv4"),
+                && e.contains("bpf_tcp_gen_syncookie"),
             "{e}"
         );
         // Forced kernel-cookie where the kfunc exists too (the host tests do this).
@@ -323,52 +315,40 @@ mod tests {
     #[test]
     fn takeover_keeps_a_tc_link_and_swaps_only_between_modes_without_one() {
         let all = probes(Ok(true), Ok(true));
-        let prev = |m: &str| Some((m.to_string(), format!("auto: {m} before")));
-        // A TC link: kfunc, whatever was recorded; another forced mode is refused.
-        let c = for_takeover(Request::Auto, true, None, &all).unwrap();
-        assert_eq!(c.mode, Handoff::Kfunc);
+        // A TC link: kfunc, with the previous run's reason; another forced mode is refused.
+        let c = for_takeover(Request::Auto, true, Some("auto: kfunc before".into()), &all).unwrap();
+        assert_eq!(
+            (c.mode, c.reason.as_str()),
+            (Handoff::Kfunc, "auto: kfunc before")
+        );
         let e = for_takeover(Request::Exactly(Handoff::Filter), true, None, &all).unwrap_err();
         assert!(
             e.contains("in the kfunc handoff") && e.contains("synguard detach"),
             "{e}"
         );
-        // No TC link: auto keeps the previous run's mode and reason.
-        for m in [Handoff::Filter, Handoff::KernelCookie] {
-            let c = for_takeover(Request::Auto, false, prev(m.name()), &all).unwrap();
-            assert_eq!((c.mode, c.reason), (m, format!("auto: {m} before")));
-        }
-        // Kfunc cannot be taken over into: no TC link to keep.
-        let e = for_takeover(
-            Request::Exactly(Handoff::Kfunc),
-            false,
-            prev("filter"),
-            &all,
-        )
-        .unwrap_err();
+        // No TC link: kfunc cannot be taken over into.
+        let e = for_takeover(Request::Exactly(Handoff::Kfunc), false, None, &all).unwrap_err();
         assert!(e.contains("no TC link"), "{e}");
         // The two modes without TC swap when asked.
-        let c = for_takeover(
-            Request::Exactly(Handoff::KernelCookie),
-            false,
-            prev("filter"),
-            &all,
-        )
-        .unwrap();
-        assert_eq!(c.mode, Handoff::KernelCookie);
-        // No record of the previous run, the kfunc there: the best mode without TC.
+        for m in [Handoff::Filter, Handoff::KernelCookie] {
+            let c = for_takeover(Request::Exactly(m), false, None, &all).unwrap();
+            assert_eq!(c.mode, m);
+        }
+        // Auto: the best mode without TC the kernel allows.
         let c = for_takeover(Request::Auto, false, None, &all).unwrap();
         assert_eq!(c.mode, Handoff::KernelCookie);
         let c = for_takeover(Request::Auto, false, None, &probes(Ok(true), Ok(false))).unwrap();
         assert_eq!(c.mode, Handoff::Filter);
-        // A recorded kernel-cookie run on a kernel without the helpers (cannot happen
-        // unless the kernel changed under the pins): filter.
-        let c = for_takeover(
-            Request::Auto,
-            false,
-            prev("kernel-cookie"),
-            &probes(Ok(false), Ok(false)),
-        )
-        .unwrap();
-        assert_eq!(c.mode, Handoff::Filter);
+        assert!(c.reason.contains("since 6.0"), "{}", c.reason);
+        // Forced kernel-cookie on a kernel without the helpers is refused.
+        assert!(
+            for_takeover(
+                Request::Exactly(Handoff::KernelCookie),
+                false,
+                None,
+                &probes(Ok(false), Ok(false))
+            )
+            .is_err()
+        );
     }
 }

@@ -4,10 +4,13 @@
 //!
 //! Need root; without it they fail under CI and skip otherwise.
 
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use anyhow::Result;
+use nix::sys::socket::{Backlog, listen};
 use synguard_common::maps::{Counter, names};
+use synguard_harness::netns::in_netns;
 use synguard_harness::synguard::{pin_dir, test_run_args};
 use synguard_harness::{
     ClientOptions, Counters, Daemon, Family, FloodKind, FloodOptions, Role, Server, ServerOptions,
@@ -248,10 +251,10 @@ fn auto_picks_by_probe_and_bad_modes_are_refused() -> Result<()> {
     Ok(())
 }
 
-/// A restart over the pinned links of a filter run (SIGUSR2, then `run` again) keeps the
-/// filter handoff: `auto` takes the links over in the recorded mode (the kernel here would
-/// give `auto` the kfunc), and forcing kfunc, which needs a TC link, is refused, changing
-/// nothing. Forcing kernel-cookie, the other mode without TC, swaps the program in the
+/// A restart over the pinned links of a filter run (SIGUSR2, then `run` again): forcing
+/// kfunc, which needs a TC link, is refused, changing nothing; forcing filter keeps it; and
+/// `auto` takes the links over in the best mode without TC (the kernel here would give a
+/// fresh `auto` the kfunc): kernel-cookie, whose program replaces the filter one in the
 /// pinned link, and XDP then answers with the kernel's cookie.
 /// Before the filter handoff, a pin directory with an XDP link and no TC link was "stale".
 #[test]
@@ -282,7 +285,7 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
         "the refusal removed the link"
     );
 
-    let d2 = start(&topo, "auto")?;
+    let d2 = start(&topo, "filter")?;
     let log = d2.log();
     assert!(log.contains("took over the pinned links"), "{log}");
     assert!(log.contains(", handoff filter,"), "{log}");
@@ -300,36 +303,28 @@ fn a_takeover_keeps_the_filter_handoff_of_the_pinned_links() -> Result<()> {
     assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
     server.stop();
 
-    // The other mode without TC can take the links over when asked: the kernel-cookie
-    // program replaces the filter one in the pinned XDP link.
+    // `auto` takes the links over in the best mode without TC this kernel has: the
+    // kernel-cookie program replaces the filter one in the pinned XDP link.
     let mut d2 = d2;
     d2.signal(synguard_harness::Signal::SIGUSR2);
     let st = d2.wait_exit(Duration::from_secs(20))?;
     assert!(st.success(), "SIGUSR2 exit {st}:\n{}", d2.log());
-    let d3 = start_kernel_cookie(&topo, "2")?;
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
+    let d3 = start(&topo, "auto")?;
     let log = d3.log();
     assert!(log.contains("took over the pinned links"), "{log}");
     assert!(log.contains(", handoff kernel-cookie,"), "{log}");
     assert_eq!(status(&topo)?["handoff"], "kernel-cookie");
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
-    sequential_handshakes(&topo)?;
+    handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
-    assert_answered_after_the_first(&d, "after the takeover");
+    assert_all_answered(&d, "after the takeover");
     server.stop();
     drop(d3);
     drop(d2);
     drop(d1);
     Ok(())
-}
-
-/// The listener sockets `topo.start_server` opens: one IPv4 and one IPv6.
-const LISTENERS: u64 = 2;
-
-/// One connection at a time, so each SYN meets the stamp the previous handshake left: the
-/// first to each listener is the only one the kernel answers.
-fn sequential_handshakes(topo: &Topology) -> Result<()> {
-    handshakes_with(topo, Some(1))
 }
 
 /// The kernel-cookie daemon, forced, with `net.ipv4.tcp_syncookies` set to `syncookies` in
@@ -339,36 +334,25 @@ fn start_kernel_cookie(topo: &Topology, syncookies: &str) -> Result<Daemon> {
     start(topo, "kernel-cookie")
 }
 
-/// After [`sequential_handshakes`] under `tcp_syncookies=2`: the first SYN to each listener
-/// went to the kernel, XDP answered every other, and every ACK carried a kernel cookie.
-fn assert_answered_after_the_first(d: &Counters, what: &str) {
+/// After [`handshakes`] under `tcp_syncookies=2`: XDP answered every SYN with the kernel's
+/// cookie, and every ACK carried one.
+fn assert_all_answered(d: &Counters, what: &str) {
     let total = 2 * N as u64;
-    assert_eq!(d.get(Counter::SynSeen), total, "{what}: {:?}", d.nonzero());
-    assert_eq!(
-        d.get(Counter::KernelCookieStale),
-        LISTENERS,
-        "{what}: {:?}",
-        d.nonzero()
-    );
-    assert_eq!(
-        d.get(Counter::CookieSent),
-        total - LISTENERS,
-        "{what}: {:?}",
-        d.nonzero()
-    );
-    assert_eq!(
-        d.get(Counter::CookieAckValid),
-        total,
-        "{what}: {:?}",
-        d.nonzero()
-    );
+    for (c, want) in [
+        (Counter::SynSeen, total),
+        (Counter::CookieSent, total),
+        (Counter::CookieAckValid, total),
+        (Counter::KernelCookieDeclined, 0),
+        (Counter::ReqskAssigned, 0),
+    ] {
+        assert_eq!(d.get(c), want, "{what}: {}: {:?}", c.name(), d.nonzero());
+    }
 }
 
-/// Kernel-cookie handoff with `tcp_syncookies=2`: XDP answers SYNs with the kernel's own
-/// cookie (`cookie_sent`), checks each ACK against it (`cookie_ack_valid`), and the kernel
-/// completes every handshake; no TC program, nothing handed off. The first SYN to each
-/// listener meets a stamp that never overflowed and goes to the kernel
-/// (`kernel_cookie_stale`), whose answer refreshes it. Forged ACKs are dropped.
+/// Kernel-cookie handoff with `tcp_syncookies=2`: XDP answers every SYN with the cookie the
+/// kernel mints on the listener (`cookie_sent`), checks each ACK against it
+/// (`cookie_ack_valid`), and the kernel completes every handshake: no TC program, nothing
+/// handed off, connections concurrent. Forged ACKs are dropped.
 ///
 /// On the code before it, `--handoff kernel-cookie` was refused.
 #[test]
@@ -383,26 +367,10 @@ fn kernel_cookie_handoff_answers_with_the_kernels_cookie() -> Result<()> {
 
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
-    sequential_handshakes(&topo)?;
+    handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
     println!("handshakes, kernel-cookie handoff: {:?}", d.nonzero());
-    assert_answered_after_the_first(&d, "one listener each");
-    let total = 2 * N as u64;
-    // The kernel made every socket: nothing was handed off.
-    for absent in [
-        Counter::ReqskAssigned,
-        Counter::CookieAckInvalid,
-        Counter::SynToKernel,
-        Counter::ReqskFailed,
-    ] {
-        assert_eq!(
-            d.get(absent),
-            0,
-            "{} moved: {:?}",
-            absent.name(),
-            d.nonzero()
-        );
-    }
+    assert_all_answered(&d, "tcp_syncookies=2");
 
     let before = Counters::read(&iface)?;
     forge(&topo, FloodKind::Ack)?;
@@ -416,68 +384,119 @@ fn kernel_cookie_handoff_answers_with_the_kernels_cookie() -> Result<()> {
     assert_eq!(d.get(Counter::CookieAckValid), 0, "{:?}", d.nonzero());
     assert_eq!(
         server.stop().accepted,
-        total,
+        2 * N as u64,
         "a forged ACK opened a connection"
     );
     Ok(())
 }
 
-/// The safety rule of the kernel-cookie handoff: XDP answers a SYN only while the kernel
-/// would take the cookie's ACK, read from the listener's own overflow stamp. With
-/// `tcp_syncookies=1` and no queue overflow the stamp never moves, so every SYN goes to the
-/// kernel (`kernel_cookie_stale`) and every connection completes. A new listener on the
-/// port (a server restart) starts with an old stamp, so its first SYN goes to the kernel
-/// too, even while the old listener's was fresh.
+/// The safety rule of the kernel-cookie handoff: XDP answers a SYN only where the kernel
+/// would answer it with a cookie itself, or the kernel would reset the ACK. With
+/// `tcp_syncookies=1` and room in the SYN queue the kernel would not, so every SYN goes to
+/// it (`kernel_cookie_declined`) and completes through its SYN queue; with 0, set while the
+/// daemon runs, the same. Back at 2, XDP answers again.
 ///
-/// Without the rule (XDP answering whatever the stamp), each of these handshakes fails: the
-/// kernel resets an ACK whose listener did not overflow recently.
+/// On the code before this rule (XDP minting with `bpf_tcp_raw_gen_syncookie_*` whatever
+/// the listener's state), every one of these handshakes was reset: 10 of 10 IPv4
+/// connections failed with "Connection reset by peer" under `tcp_syncookies=1`.
 #[test]
-fn kernel_cookie_handoff_steps_aside_while_the_kernel_would_refuse_its_cookie() -> Result<()> {
-    if !root_or_skip("kernel_cookie_handoff_steps_aside") {
+fn kernel_cookie_handoff_answers_only_where_the_kernel_would_send_a_cookie() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_answers_only_where_the_kernel_would") {
         return Ok(());
     }
     let topo = topology()?;
     let _daemon = start_kernel_cookie(&topo, "1")?;
     let iface = topo.server_iface().to_string();
     let server = topo.start_server(PORT)?;
+    let total = 2 * N as u64;
+    for syncookies in ["1", "0"] {
+        topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", syncookies)?;
+        let before = Counters::read(&iface)?;
+        handshakes(&topo)?;
+        let d = Counters::read(&iface)?.delta(&before);
+        println!("tcp_syncookies={syncookies}: {:?}", d.nonzero());
+        assert_eq!(
+            d.get(Counter::KernelCookieDeclined),
+            total,
+            "tcp_syncookies={syncookies}: {:?}",
+            d.nonzero()
+        );
+        assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
+    }
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
     let before = Counters::read(&iface)?;
     handshakes(&topo)?;
+    assert_all_answered(&Counters::read(&iface)?.delta(&before), "back at 2");
+    assert_eq!(server.stop().accepted, 3 * total);
+    Ok(())
+}
+
+/// A full accept queue: the kernel drops a SYN it has no room for, and the client retries;
+/// a cookie XDP sent anyway would leave a client that believes it is connected while the
+/// kernel drops its ACK. So XDP declines while the queue is full, and answers the client's
+/// retry once the application has accepted.
+///
+/// On the code before this rule the third SYN was answered at once (`cookie_sent`).
+#[test]
+fn kernel_cookie_handoff_declines_while_the_accept_queue_is_full() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_declines_while_the_accept_queue_is_full") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let _daemon = start_kernel_cookie(&topo, "2")?;
+    let iface = topo.server_iface().to_string();
+    let addr = topo.server_addr(Family::V4, PORT);
+    // Backlog 1: the kernel counts the queue full once it holds two connections.
+    let listener = in_netns(&topo.srv.netns, || {
+        let l = TcpListener::bind(addr)?;
+        listen(&l, Backlog::new(1)?)?;
+        Ok(l)
+    })?;
+    let cli = topo.cli.netns.clone();
+    let connect = move || {
+        in_netns(&cli, || {
+            Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(10))?)
+        })
+    };
+    let _queued = [connect()?, connect()?];
+    let before = Counters::read(&iface)?;
+    let third = std::thread::spawn(connect);
+    std::thread::sleep(Duration::from_millis(500));
     let d = Counters::read(&iface)?.delta(&before);
-    println!("tcp_syncookies=1: {:?}", d.nonzero());
-    let total = 2 * N as u64;
-    assert_eq!(
-        d.get(Counter::KernelCookieStale),
-        total,
+    println!("accept queue full: {:?}", d.nonzero());
+    assert!(
+        d.get(Counter::KernelCookieDeclined) >= 1,
         "{:?}",
         d.nonzero()
     );
     assert_eq!(d.get(Counter::CookieSent), 0, "{:?}", d.nonzero());
-    assert_eq!(server.stop().accepted, total);
-
-    // With 2, the first SYN per listener refreshes its stamp; then a new listener on the
-    // same port starts stale again.
-    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_syncookies", "2")?;
-    for round in 0..2 {
-        let server = topo.start_server(PORT)?;
-        let before = Counters::read(&iface)?;
-        sequential_handshakes(&topo)?;
-        let d = Counters::read(&iface)?.delta(&before);
-        println!("tcp_syncookies=2, listener {round}: {:?}", d.nonzero());
-        assert_answered_after_the_first(&d, &format!("listener {round}"));
-        assert_eq!(server.stop().accepted, total, "listener {round}");
+    assert!(
+        !third.is_finished(),
+        "connected while the accept queue was full"
+    );
+    for _ in 0..2 {
+        listener.accept()?;
     }
+    let _third = third.join().expect("connect thread")?;
+    let d = Counters::read(&iface)?.delta(&before);
+    println!("after accept: {:?}", d.nonzero());
+    assert_eq!(
+        d.get(Counter::CookieSent),
+        1,
+        "the retry: {:?}",
+        d.nonzero()
+    );
+    listener.accept()?;
     Ok(())
 }
 
 /// A reuseport group keeps one overflow stamp for all its sockets, and the kernel reads
-/// that one, not the socket's own: XDP must too. Three `SO_REUSEPORT` listeners per
-/// address, one connection at a time: the first SYN to each group goes to the kernel, which
-/// refreshes the group's stamp, and XDP answers every later one, whichever socket of the
-/// group the lookup picks. Reading the sockets' own stamps (which the kernel leaves alone
-/// for a group) would send every SYN to the kernel.
+/// that one: three `SO_REUSEPORT` listeners per address, and XDP answers every SYN with a
+/// cookie minted on whichever socket of the group its lookup picks; the kernel takes every
+/// ACK, whichever socket it reaches.
 #[test]
-fn kernel_cookie_handoff_reads_a_reuseport_groups_stamp() -> Result<()> {
-    if !root_or_skip("kernel_cookie_handoff_reads_a_reuseport_groups_stamp") {
+fn kernel_cookie_handoff_serves_reuseport_groups() -> Result<()> {
+    if !root_or_skip("kernel_cookie_handoff_serves_reuseport_groups") {
         return Ok(());
     }
     let topo = topology()?;
@@ -493,12 +512,10 @@ fn kernel_cookie_handoff_reads_a_reuseport_groups_stamp() -> Result<()> {
     opts.reuseport = 3;
     let server = Server::start(&topo.srv.netns, opts)?;
     let before = Counters::read(&iface)?;
-    sequential_handshakes(&topo)?;
+    handshakes(&topo)?;
     let d = Counters::read(&iface)?.delta(&before);
     println!("reuseport groups: {:?}", d.nonzero());
-    // One stamp per group, one group per address.
-    assert_answered_after_the_first(&d, "reuseport groups");
-    let total = 2 * N as u64;
-    assert_eq!(server.stop().accepted, total);
+    assert_all_answered(&d, "reuseport groups");
+    assert_eq!(server.stop().accepted, 2 * N as u64);
     Ok(())
 }

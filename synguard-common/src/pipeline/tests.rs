@@ -46,12 +46,10 @@ struct Mock {
     sock: SockState,
     lookups: usize,
     /// What `kernel_cookie_valid` answers, and the calls it got: (v6, l3, l4).
-    kernel_cookie: bool,
+    kernel_cookie: Option<bool>,
     kernel_checks: Vec<(bool, usize, usize)>,
-    /// What `listener_overflow_recent` answers.
-    overflow_recent: bool,
-    /// What `kernel_cookie` mints (None: the kernel mints none), and the calls it got:
-    /// (flow, seq, mss).
+    /// What `kernel_cookie` mints for a listener (`sock`; None: the kernel declines), and
+    /// the calls it got: (flow, seq, mss).
     kernel_isn: Option<u32>,
     kernel_mints: Vec<(Flow, u32, u16)>,
     /// The interface's own MAC, as `IFACES` holds it (None: no entry).
@@ -92,8 +90,7 @@ impl Mock {
             budget_ok: true,
             sock: SockState::Listener,
             lookups: 0,
-            kernel_cookie: false,
-            overflow_recent: true,
+            kernel_cookie: Some(false),
             kernel_isn: Some(0x4b43_0001),
             kernel_mints: Vec::new(),
             kernel_checks: vec![],
@@ -156,16 +153,21 @@ impl Env for Mock {
         self.lookups += 1;
         self.sock
     }
-    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> bool {
+    fn kernel_cookie_valid(&mut self, v6: bool, l3: usize, l4: usize) -> Option<bool> {
         self.kernel_checks.push((v6, l3, l4));
         self.kernel_cookie
     }
-    fn listener_overflow_recent(&self) -> bool {
-        self.overflow_recent
-    }
-    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> Option<u32> {
+    /// As the glue: the lookup first, then the kernel's answer for a listener alone.
+    fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> KernelCookie {
+        self.lookups += 1;
+        if self.sock != SockState::Listener {
+            return KernelCookie::Socket(self.sock);
+        }
         self.kernel_mints.push((*flow, seq, mss));
-        self.kernel_isn
+        match self.kernel_isn {
+            Some(isn) => KernelCookie::Minted(isn),
+            None => KernelCookie::Declined,
+        }
     }
     fn hand_off(
         &mut self,
@@ -1940,12 +1942,12 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
     // the frame (VLAN tag, then IPv6).
     let mut env = Mock::new().mode(Mode::Auto);
     env.state.engaged = 1;
-    env.kernel_cookie = true;
+    env.kernel_cookie = Some(true);
     assert_eq!(run_ack(&mut env), Verdict::Pass);
     assert_eq!(env.reasons(), vec![Counter::KernelCookiePass]);
     assert_eq!(env.kernel_checks, vec![(true, 18, 58)]);
     // Not a kernel cookie either: dropped.
-    env.kernel_cookie = false;
+    env.kernel_cookie = Some(false);
     assert_eq!(run_ack(&mut env), Verdict::Drop);
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
     // No listener, `always` mode, or not engaged: the kernel is not asked.
@@ -1958,7 +1960,7 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
         let mut env = Mock::new().mode(mode);
         env.state.engaged = engaged;
         env.sock = sock;
-        env.kernel_cookie = true;
+        env.kernel_cookie = Some(true);
         run_ack(&mut env);
         assert!(env.kernel_checks.is_empty(), "{mode:?} {engaged} {sock:?}");
         assert!(!env.counts.contains(&Counter::KernelCookiePass));
@@ -1966,7 +1968,7 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
     // A cookie of ours is ours: the kernel is not asked.
     let mut env = Mock::new().mode(Mode::Auto);
     env.state.engaged = 1;
-    env.kernel_cookie = true;
+    env.kernel_cookie = Some(true);
     let good = minted_ack(&mut env, &Seg::syn4());
     let mut af = good.frame();
     assert!(matches!(run(&mut af, &mut env), Verdict::HandOff));
@@ -2135,27 +2137,22 @@ fn kernel_cookie_handoff_answers_with_the_kernels_cookie_and_an_mss_only() {
     }
 }
 
-/// The safety rule: XDP answers only while the kernel would take the ACK. A stale stamp,
-/// or no cookie from the kernel, leaves the SYN to the kernel untouched; so do everything
-/// the kfunc handoff leaves to the kernel (no listener, an MPTCP one, an existing socket,
-/// another host's address), and, not engaged, every SYN.
+/// The safety rule: XDP answers only where the kernel itself would answer with a cookie.
+/// Where the kernel declines, the SYN goes to it untouched; so does everything the kfunc
+/// handoff leaves to the kernel (no listener, an MPTCP one, an existing socket, another
+/// host's address), and, not engaged, every SYN.
 #[test]
-fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_refuse() {
+fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_not_answer_with_a_cookie() {
     let kc = || {
         Mock::new()
             .mode(Mode::Always)
             .handoff(Handoff::KernelCookie)
     };
-    let cases: [(&str, fn(&mut Mock), Counter); 6] = [
+    let cases: [(&str, fn(&mut Mock), Counter); 5] = [
         (
-            "stale stamp",
-            |e| e.overflow_recent = false,
-            Counter::KernelCookieStale,
-        ),
-        (
-            "no kernel cookie",
+            "declined",
             |e| e.kernel_isn = None,
-            Counter::KernelCookieStale,
+            Counter::KernelCookieDeclined,
         ),
         (
             "no listener",
@@ -2182,6 +2179,8 @@ fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_refuse() {
         assert_eq!(run(&mut f, &mut env), Verdict::Pass, "{what}");
         assert_eq!(f, orig, "{what}: rewritten");
         assert_eq!(env.reasons(), vec![Counter::SynSeen, want], "{what}");
+        // One lookup, the kernel's own: `kernel_cookie` makes it.
+        assert!(env.lookups <= 1, "{what}: {} lookups", env.lookups);
     }
     // Not engaged: the kernel answers, nothing is asked of it.
     let mut env = Mock::new().mode(Mode::Auto).handoff(Handoff::KernelCookie);
@@ -2193,13 +2192,31 @@ fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_refuse() {
         .mode(Mode::Monitor)
         .handoff(Handoff::KernelCookie);
     assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynPassed]);
     assert!(env.kernel_mints.is_empty());
-    // The budgets and filters still come first.
+    // The SYN+ACK cap limits what XDP sends: it drops a SYN XDP would answer, ...
     let mut env = kc();
     env.cfg.synack_rate_per_cpu = 10;
     env.budget_ok = false;
     assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Drop);
     assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::SynackCapHit]);
+    // ... never one the kernel answers.
+    let mut env = kc();
+    env.cfg.synack_rate_per_cpu = 10;
+    env.budget_ok = false;
+    env.kernel_isn = None;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Pass);
+    assert_eq!(
+        env.reasons(),
+        vec![Counter::SynSeen, Counter::KernelCookieDeclined]
+    );
+    // The per-source budget and the reflection rule hold for every SYN.
+    let mut env = kc();
+    env.cfg.src_syn_rate = 10;
+    env.src_ok = false;
+    env.kernel_isn = None;
+    assert_eq!(run(&mut Seg::syn4().frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.reasons(), vec![Counter::SynSeen, Counter::RateLimited]);
     let mut env = kc();
     let mut s = Seg::syn4();
     s.src = s.dst;
@@ -2221,7 +2238,7 @@ fn kernel_cookie_handoff_checks_acks_against_the_kernels_cookie() {
         let mut env = Mock::new()
             .mode(Mode::Always)
             .handoff(Handoff::KernelCookie);
-        env.kernel_cookie = true;
+        env.kernel_cookie = Some(true);
         assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
         assert_eq!(env.reasons(), vec![Counter::CookieAckValid]);
         let l3 = 14;
@@ -2229,9 +2246,14 @@ fn kernel_cookie_handoff_checks_acks_against_the_kernels_cookie() {
         assert_eq!(env.kernel_checks, vec![(v6, l3, l4)]);
         assert!(env.handoffs.is_empty());
 
-        env.kernel_cookie = false;
+        env.kernel_cookie = Some(false);
         assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Drop);
         assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
+
+        // The kernel cannot tell (IPv6 as a module): its to check, and reset.
+        env.kernel_cookie = None;
+        assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
+        assert_eq!(env.counts.last(), Some(&Counter::AckToKernel));
 
         // Not engaged: passed unchecked, for the kernel's own handshakes.
         let mut env = Mock::new().mode(Mode::Auto).handoff(Handoff::KernelCookie);
@@ -2239,4 +2261,23 @@ fn kernel_cookie_handoff_checks_acks_against_the_kernels_cookie() {
         assert_eq!(env.reasons(), vec![Counter::AckPassedUnengaged]);
         assert!(env.kernel_checks.is_empty());
     }
+}
+
+/// `auto`, engaged, an ACK without synguard's cookie: where the kernel cannot tell whether
+/// it carries one of its own (IPv6 as a module), it goes to the kernel, which checks it and
+/// resets what is not; dropping it would lose the kernel's own cookie handshakes.
+#[test]
+fn auto_passes_an_ack_the_kernel_cannot_check_here() {
+    let mut env = Mock::new().mode(Mode::Auto);
+    env.state.engaged = 1;
+    env.kernel_cookie = None;
+    let mut ack = Seg::syn6();
+    ack.flags = ACK;
+    ack.ack = 0x1234_5678;
+    ack.options = vec![];
+    assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::AckToKernel]);
+    env.kernel_cookie = Some(false);
+    assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Drop);
+    assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
 }
