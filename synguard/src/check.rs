@@ -27,8 +27,9 @@ pub fn kernel_release() -> String {
 }
 
 /// The kfunc check, alone: without the kfunc the `kfunc` handoff cannot work, and `auto`
-/// picks `filter` ([`crate::handoff::choose`]). `kfunc` is what [`kfunc_in_btf`] found: the kernel's own BTF decides, not the release string,
-/// which says nothing of backports or of a kernel built without the feature.
+/// picks another ([`crate::handoff::choose`]). `kfunc` is what [`kfunc_in`] found: the
+/// kernel's own BTF decides, not the release string, which says nothing of backports or of
+/// a kernel built without the feature.
 pub fn kernel_ok(release: &str, kfunc: Result<bool, String>) -> Result<(), String> {
     match kfunc {
         Ok(true) => Ok(()),

@@ -2148,7 +2148,8 @@ fn kernel_cookie_handoff_steps_aside_where_the_kernel_would_not_answer_with_a_co
             .mode(Mode::Always)
             .handoff(Handoff::KernelCookie)
     };
-    let cases: [(&str, fn(&mut Mock), Counter); 5] = [
+    type Case = (&'static str, fn(&mut Mock), Counter);
+    let cases: [Case; 5] = [
         (
             "declined",
             |e| e.kernel_isn = None,
