@@ -446,6 +446,7 @@ mod tests {
                 ts,
                 tsval,
                 tsecr: 0,
+                signed: false,
             })
     }
 

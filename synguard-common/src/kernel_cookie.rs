@@ -112,6 +112,7 @@ mod tests {
             ts: true,
             tsval: 1,
             tsecr: 0,
+            signed: false,
         };
         assert_eq!(
             answer_options(&offered),

@@ -646,8 +646,9 @@ counters! {
     CookieAckInvalid = "cookie_ack_invalid",
     /// ACK with no socket and a bad cookie, passed because cookies are not engaged.
     AckPassedUnengaged = "ack_passed_unengaged",
-    /// Auto mode, engaged: ACK to a listener with no cookie of ours but one the kernel
-    /// minted (before the engage), passed to the kernel, which checks it again.
+    /// Engaged: ACK to a listener with no cookie of ours but one the kernel minted (before
+    /// an `auto` engage, or for a SYN XDP left to the kernel), passed to the kernel, which
+    /// checks it again.
     KernelCookiePass = "kernel_cookie_pass",
     /// Segment of a flow the kernel already has a socket for.
     EstablishedPass = "established_pass",
@@ -739,6 +740,10 @@ counters! {
     /// 1 and the SYN queue is not full, or 0; the accept queue is full; or the kernel cannot
     /// for this family), passed to the kernel, which handles it as without synguard.
     KernelCookieDeclined = "kernel_cookie_declined",
+    /// Passed to the kernel while engaged: a SYN carrying a TCP-MD5 (RFC 2385) or TCP-AO
+    /// (RFC 5925) option. Its SYN+ACK must be signed with the listener's key for that peer,
+    /// which only the kernel has (and it drops a signed SYN it has no key for).
+    TcpSignature = "tcp_signature",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
@@ -790,7 +795,7 @@ impl Counter {
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal
             | NotOurMac | UninspectablePassed | Ipv6RoutingPass | FragmentPassed | SynToKernel
-            | AckToKernel | KernelCookieDeclined => Class::Verdict(Pass),
+            | AckToKernel | KernelCookieDeclined | TcpSignature => Class::Verdict(Pass),
             CookieAckInvalid | NoSocketDrop | FlagSynFin | FlagSynRst | FlagFinRst
             | FlagFinNoAck | FlagPshNoAck | FlagUrgNoAck | FlagNull | FlagXmas | FlagAll
             | Malformed | Fragment | Deny | RateLimited | SynackCapHit | Uninspectable

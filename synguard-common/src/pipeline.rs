@@ -42,7 +42,9 @@
 //!    that is one of the host's directed broadcast addresses): `Drop` (`Reflection`) while
 //!    engaged, `Pass` (`Reflection`) while not. TCP options are parsed as Linux does
 //!    ([`tcp_options::parse`]: no layout is an error, the SYN is answered with what was
-//!    parsed). IPv4 options and IPv6 extension headers are not echoed: the SYN+ACK has the
+//!    parsed); engaged, a SYN with a TCP-MD5 or TCP-AO option passes (`TcpSignature`): its
+//!    SYN+ACK must be signed with the listener's key, which only the kernel has (and the
+//!    kernel drops a signature it has no key for). IPv4 options and IPv6 extension headers are not echoed: the SYN+ACK has the
 //!    fixed IP header only (IHL 5, or next header TCP), its TCP header right after it, and
 //!    the frame shrinks; VLAN tags stay. Not engaged, or no valid key yet:
 //!    `Pass` (`SynPassed`). Engaged: per-source budget (`RateLimited`), then the SYN+ACK
@@ -65,9 +67,9 @@
 //!    (`CookieAckValid`), or a plain `Pass` in monitor mode, which never hands off. If
 //!    not, `Drop` (`CookieAckInvalid`; its options, parsed as for the SYN, are read only
 //!    behind a matching ISN) while cookies are engaged, `Pass` (`AckPassedUnengaged`) while they are not, so
-//!    the kernel's own handshakes and cookies keep working; in `Auto` mode while engaged,
-//!    an ACK without a cookie of ours but with one the kernel minted
-//!    (`bpf_tcp_raw_check_syncookie_*`) passes too (`KernelCookiePass`). RST and SYN+ACK
+//!    the kernel's own handshakes and cookies keep working; engaged, an ACK without a cookie
+//!    of ours but with one the kernel minted (`bpf_tcp_raw_check_syncookie_*`: before an
+//!    `auto` engage, or for a SYN XDP left to the kernel) passes too (`KernelCookiePass`). RST and SYN+ACK
 //!    to a listener without a socket of their own: `Drop` (`NoSocketDrop`). A segment to
 //!    a listener that would be dropped passes instead when its destination is not ours
 //!    (`NotOurMac`, `NotLocal`: a flow routed through the host).
@@ -245,8 +247,6 @@ struct Ctx {
     opt_len: usize,
     engaged: bool,
     monitor: bool,
-    /// Auto mode: the kernel may have minted cookies before the engage.
-    auto: bool,
     active_key: u32,
 }
 
@@ -355,7 +355,6 @@ fn decide<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E) -> Outcome {
         opt_len: tcph.header_len() - tcp::HEADER_LEN,
         engaged,
         monitor,
-        auto: mode == Mode::Auto,
         active_key: state.active_key & 1,
     };
     match flags::verdict(tcph.flags) {
@@ -474,6 +473,9 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     };
     if !ctx.engaged {
         return pass(Counter::SynPassed);
+    }
+    if opts.signed {
+        return pass(Counter::TcpSignature);
     }
     // Without a key (controller not up yet) the kernel answers, with its own cookies if
     // need be: failing open beats dropping every SYN.
@@ -604,6 +606,9 @@ fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &C
     if !ctx.engaged {
         return pass(Counter::SynPassed);
     }
+    if opts.signed {
+        return pass(Counter::TcpSignature);
+    }
     let cfg = env.config();
     if let Some(o) = over_budget(env, ctx, &cfg, true, false) {
         return o;
@@ -715,10 +720,11 @@ fn cookie_ack<P: Packet + ?Sized, E: Env>(p: &P, env: &mut E, ctx: &Ctx) -> Outc
         None => try_slot(env, ctx.active_key ^ 1, &seg.flow, isn, cookie),
     };
     let Some((key, m)) = hit else {
-        // Auto mode just engaged: ACKs of the kernel's own cookies (minted while it
-        // answered SYNs) keep working. The kernel checks them again, with its own
+        // The kernel's own cookies keep working: minted while it answered SYNs before an
+        // `auto` engage, or for a SYN XDP left to it while engaged (signed, over
+        // TIME_WAIT, no key yet). The kernel checks them again, with its own
         // overflow-recency rule, when they reach the listener.
-        if ctx.engaged && ctx.auto {
+        if ctx.engaged {
             match env.kernel_cookie_valid(seg.flow.is_v6(), seg.l3, seg.l4) {
                 Some(true) => return pass(Counter::KernelCookiePass),
                 // The kernel cannot tell here, but will: it resets what is not its own.

@@ -603,6 +603,7 @@ fn tsecr_is_our_tsval_and_validates() {
             ts: true,
             tsval: 99,
             tsecr: 0,
+            signed: false,
         },
     );
     let h = reference_mac(&KEY1, &syn, syn.seq, ob);
@@ -1927,8 +1928,13 @@ fn ecn_needs_timestamps() {
     assert_eq!(m.rcv_tsecr & 1, 1);
 }
 
+/// Engaged (`always`, or `auto` engaged), an ACK to a listener without synguard's cookie
+/// but with the kernel's own passes: one the kernel minted before an `auto` engage, or for
+/// a SYN XDP left to it (signed, over TIME_WAIT, before the first key). Before, only `auto`
+/// asked, and `always` dropped the ACK of every such handshake the kernel answered with a
+/// cookie.
 #[test]
-fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
+fn kernel_cookies_pass_while_engaged_to_a_listener() {
     let mut ack = Seg::syn6();
     ack.flags = ACK;
     ack.ack = 0x1234_5678;
@@ -1950,10 +1956,15 @@ fn kernel_cookies_pass_only_in_engaged_auto_mode_to_a_listener() {
     env.kernel_cookie = Some(false);
     assert_eq!(run_ack(&mut env), Verdict::Drop);
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
-    // No listener, `always` mode, or not engaged: the kernel is not asked.
+    // `always` is engaged too.
+    let mut env = Mock::new().mode(Mode::Always);
+    env.kernel_cookie = Some(true);
+    assert_eq!(run_ack(&mut env), Verdict::Pass);
+    assert_eq!(env.reasons(), vec![Counter::KernelCookiePass]);
+    // No listener, or not engaged: the kernel is not asked.
     for (mode, engaged, sock) in [
         (Mode::Auto, 1, SockState::None),
-        (Mode::Always, 0, SockState::Listener),
+        (Mode::Always, 1, SockState::None),
         (Mode::Auto, 0, SockState::Listener),
         (Mode::Monitor, 1, SockState::Listener),
     ] {
@@ -2281,4 +2292,46 @@ fn auto_passes_an_ack_the_kernel_cannot_check_here() {
     env.kernel_cookie = Some(false);
     assert_eq!(run(&mut ack.frame(), &mut env), Verdict::Drop);
     assert_eq!(env.counts.last(), Some(&Counter::CookieAckInvalid));
+}
+
+/// A SYN signed with TCP-MD5 or TCP-AO needs a signed SYN+ACK, with a key only the kernel
+/// has: engaged, in both handoffs that answer, it goes to the kernel untouched. The same
+/// SYN without the option is answered: the control.
+#[test]
+fn signed_syns_go_to_the_kernel_in_every_handoff_that_answers() {
+    for h in [Handoff::Kfunc, Handoff::KernelCookie] {
+        for (what, sig) in [
+            ("md5", {
+                let mut b = vec![1, 1, 19, 18];
+                b.extend([0x5a; 16]);
+                b
+            }),
+            ("ao", vec![29, 6, 7, 8, 0, 0]),
+        ] {
+            let mut syn = Seg::syn4();
+            syn.options = offer_bytes(&Offer {
+                mss: Some(1460),
+                ..Offer::default()
+            });
+            syn.options.extend(&sig);
+            while syn.options.len() % 4 != 0 {
+                syn.options.push(1);
+            }
+            let mut env = Mock::new().mode(Mode::Always).handoff(h);
+            let mut f = syn.frame();
+            let orig = f.clone();
+            assert_eq!(run(&mut f, &mut env), Verdict::Pass, "{h} {what}");
+            assert_eq!(f, orig);
+            assert_eq!(
+                env.reasons(),
+                vec![Counter::SynSeen, Counter::TcpSignature],
+                "{h} {what}"
+            );
+        }
+        let mut env = Mock::new().mode(Mode::Always).handoff(h);
+        assert!(matches!(
+            run(&mut Seg::syn4().frame(), &mut env),
+            Verdict::Tx { .. }
+        ));
+    }
 }

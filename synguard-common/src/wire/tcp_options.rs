@@ -22,6 +22,10 @@ pub mod kind {
     pub const WSCALE: u8 = 3;
     pub const SACK_PERM: u8 = 4;
     pub const TIMESTAMP: u8 = 8;
+    /// TCP MD5 signature (RFC 2385).
+    pub const MD5SIG: u8 = 19;
+    /// TCP Authentication Option (RFC 5925).
+    pub const AO: u8 = 29;
 }
 
 /// What the peer offered, in the form the cookie and the SYN+ACK need.
@@ -36,6 +40,9 @@ pub struct TcpOptions {
     pub ts: bool,
     pub tsval: u32,
     pub tsecr: u32,
+    /// A TCP-MD5 or TCP-AO option (any length) was present: the segment is signed, and
+    /// its answer must be too, with a key only the kernel has.
+    pub signed: bool,
 }
 
 impl TcpOptions {
@@ -46,6 +53,7 @@ impl TcpOptions {
         ts: false,
         tsval: 0,
         tsecr: 0,
+        signed: false,
     };
 }
 
@@ -70,6 +78,8 @@ pub enum OptionsError {
 /// - A repeated option overwrites the earlier one, except that an MSS of 0 is ignored
 ///   (it neither counts nor clears an earlier MSS).
 /// - A window scale above 14 counts as 14 (Linux clamps it and logs a warning).
+/// - A TCP-MD5 or TCP-AO option of any length sets `signed` (Linux checks those apart,
+///   against the listener's keys).
 ///
 /// Linux reads MSS, window scale and SACK-permitted only on a SYN; the caller uses only
 /// the fields that apply to its segment (the cookie ACK only the timestamps).
@@ -189,6 +199,7 @@ fn walk<P: Packet + ?Sized>(p: &P, off: usize, len: usize) -> Result<TcpOptions,
         o.tsval = w.tsval;
         o.tsecr = w.tsecr;
     }
+    o.signed = seen(Slot::Signature);
     Ok(o)
 }
 
@@ -201,10 +212,12 @@ enum Slot {
     Wscale = 2,
     SackPerm = 3,
     Timestamp = 4,
+    /// TCP-MD5 or TCP-AO, kept whatever its length.
+    Signature = 5,
 }
 
 /// Per kind: its [`Slot`] (low 3 bits) and the length it counts with (high 5 bits; 0 for
-/// `Other`, whose length is never compared). A table rather than a `match` on the kind: a match hands the
+/// `Other`, whose length is never compared, and for `Signature`, which counts with any). A table rather than a `match` on the kind: a match hands the
 /// verifier a constant length on each path, and constants keep the walk's states apart.
 static KIND_INFO: [u8; 256] = {
     let mut t = [Slot::Other as u8; 256];
@@ -212,6 +225,8 @@ static KIND_INFO: [u8; 256] = {
     t[kind::WSCALE as usize] = Slot::Wscale as u8 | (3 << 3);
     t[kind::SACK_PERM as usize] = Slot::SackPerm as u8 | (2 << 3);
     t[kind::TIMESTAMP as usize] = Slot::Timestamp as u8 | (10 << 3);
+    t[kind::MD5SIG as usize] = Slot::Signature as u8;
+    t[kind::AO as usize] = Slot::Signature as u8;
     t
 };
 
@@ -283,8 +298,9 @@ impl<P: Packet + ?Sized> Step for Walk<'_, P> {
             return false;
         }
         let info = KIND_INFO[usize::from(k)];
-        // A kept kind with another length is skipped like an unknown one.
-        let slot = if usize::from(info >> 3) == olen {
+        // A kept kind with another length is skipped like an unknown one; a signature
+        // counts whatever its length.
+        let slot = if usize::from(info >> 3) == olen || info == Slot::Signature as u8 {
             info & 7
         } else {
             Slot::Other as u8
@@ -427,9 +443,26 @@ mod tests {
                 sack_ok: true,
                 ts: true,
                 tsval: 0x1234,
-                tsecr: 0
+                tsecr: 0,
+                signed: false,
             }
         );
+    }
+
+    #[test]
+    fn signatures_of_any_length_are_seen() {
+        // Linux's MD5 SYN: MSS, NOP NOP MD5 (18 bytes), then the rest.
+        let mut b = vec![2, 4, 0x05, 0xb4, 1, 1, 19, 18];
+        b.extend([0xab; 16]);
+        b.extend([4, 2, 1, 1]);
+        let o = parse_bytes(&b).unwrap();
+        assert!(o.signed && o.sack_ok && o.mss == 1460, "{o:?}");
+        // TCP-AO, with a short MAC.
+        assert!(parse_bytes(&[29, 6, 1, 2, 0, 0, 1, 1]).unwrap().signed);
+        // Neither after EOL, nor cut by the area's end.
+        assert!(!parse_bytes(&[0, 1, 19, 18]).unwrap().signed);
+        assert!(!parse_bytes(&[1, 1, 19, 18]).unwrap().signed);
+        assert!(!parse_bytes(&linux_areas(1460, 7, 1, 0)[0]).unwrap().signed);
     }
 
     #[test]
@@ -567,6 +600,7 @@ mod tests {
             ts: true,
             tsval: 0x0102_0304,
             tsecr: 0,
+            signed: false,
         };
         let n = write_synack(&all, 1400, 9, 0xaabb_ccdd, &mut out);
         assert_eq!(
@@ -714,6 +748,7 @@ mod tests {
                     Opt::Ws(w) => want.wscale = (*w).min(14),
                     Opt::SackPerm => want.sack_ok = true,
                     Opt::Ts(v, e) => { want.ts = true; want.tsval = *v; want.tsecr = *e; }
+                    Opt::Unknown(kind::MD5SIG | kind::AO, _) => want.signed = true,
                     _ => {}
                 }
             }
