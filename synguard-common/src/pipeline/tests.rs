@@ -2314,7 +2314,7 @@ fn signed_syns_go_to_the_kernel_in_every_handoff_that_answers() {
                 ..Offer::default()
             });
             syn.options.extend(&sig);
-            while syn.options.len() % 4 != 0 {
+            while !syn.options.len().is_multiple_of(4) {
                 syn.options.push(1);
             }
             let mut env = Mock::new().mode(Mode::Always).handoff(h);
