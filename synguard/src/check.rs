@@ -45,6 +45,9 @@ pub fn kernel_ok(release: &str, kfunc: Result<bool, String>) -> Result<(), Strin
 
 /// `net.ipv4.tcp_syncookies`.
 pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
+/// `check`'s line for what the kernel-cookie handoff makes of it (beside the required
+/// minimum's line, which has the sysctl's own name).
+const SYNCOOKIES_FOR_KERNEL_COOKIE: &str = "net.ipv4.tcp_syncookies (kernel-cookie)";
 
 /// What the kernel-cookie handoff makes of `net.ipv4.tcp_syncookies`: XDP answers a SYN
 /// only where the kernel would answer it with a cookie, so with 2 it answers every SYN it
@@ -241,7 +244,10 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
     if let Ok(c) = &choice
         && c.mode == synguard_common::maps::Handoff::KernelCookie
     {
-        r.push(SYNCOOKIES, kernel_cookie_syncookies(sysctl(SYNCOOKIES)));
+        r.push(
+            SYNCOOKIES_FOR_KERNEL_COOKIE,
+            kernel_cookie_syncookies(sysctl(SYNCOOKIES)),
+        );
     }
 
     for s in REQUIRED_SYSCTLS {
@@ -281,13 +287,29 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
                 }
                 let dir = state_dir::dir(iface);
                 if dir.is_dir() {
+                    let pinned = PinnedMaps::at(&dir);
                     if ports.is_none() {
-                        ports = PinnedMaps::at(&dir).ports().ok();
+                        ports = pinned.ports().ok();
                     }
                     r.push(
                         "synguard",
                         Outcome::Ok(format!("pinned at {}", dir.display())),
                     );
+                    // The running instance's handoff, if `auto` would not pick it here.
+                    let running = pinned
+                        .snapshot()
+                        .map(|s| synguard_common::maps::Handoff::from_u8(s.config.handoff));
+                    if running.is_ok_and(|h| h == synguard_common::maps::Handoff::KernelCookie)
+                        && !r
+                            .items
+                            .iter()
+                            .any(|(w, _)| w == SYNCOOKIES_FOR_KERNEL_COOKIE)
+                    {
+                        r.push(
+                            SYNCOOKIES_FOR_KERNEL_COOKIE,
+                            kernel_cookie_syncookies(sysctl(SYNCOOKIES)),
+                        );
+                    }
                 } else {
                     r.push(
                         "synguard",

@@ -364,6 +364,16 @@ fn kernel_cookie_handoff_answers_with_the_kernels_cookie() -> Result<()> {
     let daemon = start_kernel_cookie(&topo, "2")?;
     let iface = topo.server_iface().to_string();
     assert_attached_without_tc(&topo, &daemon, "kernel-cookie")?;
+    // `check` on the running instance says what its handoff makes of tcp_syncookies, though
+    // `auto` would pick kfunc on this kernel. Its report is on stdout, passing or not (a
+    // bare namespace fails unrelated host checks).
+    let out = Synguard::new(BIN, &topo.srv.netns).output(&["check", "--iface", &iface])?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("net.ipv4.tcp_syncookies (kernel-cookie)")
+            && report.contains("2: the kernel answers every SYN with a cookie"),
+        "{report}"
+    );
 
     let server = topo.start_server(PORT)?;
     let before = Counters::read(&iface)?;
