@@ -80,37 +80,51 @@ pub struct RequiredSysctl {
     pub min: i64,
     /// What breaks without it.
     pub why: &'static str,
+    /// Needed by the kfunc handoff only: the options synguard's cookie carries are restored
+    /// by the kernel only with it on. The kernel's own cookie (kernel-cookie, filter)
+    /// carries none of them from XDP.
+    pub kfunc_only: bool,
 }
 
 /// The one table of sysctls the handoff needs: `check` reports them, `run` refuses to start
-/// without them (or sets them, with `--fix-sysctls`).
+/// without those its handoff needs ([`RequiredSysctl::needed_by`]), or sets them with
+/// `--fix-sysctls`.
 pub const REQUIRED_SYSCTLS: &[RequiredSysctl] = &[
     RequiredSysctl {
         name: "net.ipv4.tcp_syncookies",
         min: 1,
         why: "the kernel accepts cookie ACKs only with syncookies on",
+        kfunc_only: false,
     },
     RequiredSysctl {
         name: "net.ipv4.tcp_window_scaling",
         min: 1,
         why: "restores the window scale a cookie carries",
+        kfunc_only: true,
     },
     RequiredSysctl {
         name: "net.ipv4.tcp_sack",
         min: 1,
         why: "restores SACK-permitted from a cookie",
+        kfunc_only: true,
     },
     RequiredSysctl {
         name: "net.ipv4.tcp_timestamps",
         min: 1,
         why: "restores timestamps from a cookie",
+        kfunc_only: true,
     },
 ];
 
 impl RequiredSysctl {
+    /// Whether the `h` handoff needs it.
+    pub fn needed_by(&self, h: synguard_common::maps::Handoff) -> bool {
+        !self.kfunc_only || h == synguard_common::maps::Handoff::Kfunc
+    }
+
     /// `Ok(value)` if it is set as needed, else what is wrong (after the name), with the fix.
     pub fn probe(&self) -> Result<i64, String> {
-        let RequiredSysctl { name, min, why } = *self;
+        let RequiredSysctl { name, min, why, .. } = *self;
         match sysctl(name) {
             Ok(v) if v >= min => Ok(v),
             Ok(v) => Err(format!(
@@ -250,9 +264,17 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
         );
     }
 
+    let auto_mode = choice.as_ref().map(|c| c.mode).ok();
     for s in REQUIRED_SYSCTLS {
         match s.probe() {
             Ok(v) => r.push(s.name, Outcome::Ok(format!("{v}"))),
+            Err(e) if auto_mode.is_some_and(|m| !s.needed_by(m)) => r.push(
+                s.name,
+                Outcome::Warn(format!(
+                    "{e}; only the kfunc handoff needs it, not the {} handoff auto picks here",
+                    auto_mode.map(|m| m.name()).unwrap_or_default()
+                )),
+            ),
             Err(e) => r.push(s.name, Outcome::Fail(e)),
         }
     }

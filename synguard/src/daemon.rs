@@ -255,7 +255,8 @@ pub fn run(args: &RunArgs, o: RunOpts) -> Result<()> {
     let probes = handoff::Probes::run();
     // A fresh attach needs the programs' mode only; fail before anything is created.
     let fresh_choice = handoff::choose(o.handoff, &probes).map_err(anyhow::Error::msg)?;
-    require_sysctls(o.fix_sysctls)?;
+    // The fresh choice is the takeover's too wherever a TC link can be pinned (kfunc).
+    require_sysctls(o.fix_sysctls, fresh_choice.mode)?;
     let secrets = match &o.key_file {
         Some(p) => Some(keys::SecretSchedule::new(p.clone(), keys::Secret::read(p)?)),
         None => None,
@@ -458,11 +459,12 @@ pub fn sync_lists(o: &RunOpts) -> Result<()> {
 }
 
 /// Refuses to start, with every fix in the message, while a sysctl of
-/// [`check::REQUIRED_SYSCTLS`] is off in this network namespace; with `fix`, sets it instead
-/// and logs the change. Before anything is created, so a refusal leaves nothing behind.
-fn require_sysctls(fix: bool) -> Result<()> {
+/// [`check::REQUIRED_SYSCTLS`] that the `mode` handoff needs is off in this network
+/// namespace; with `fix`, sets it instead and logs the change. Before anything is created,
+/// so a refusal leaves nothing behind.
+fn require_sysctls(fix: bool, mode: Handoff) -> Result<()> {
     let mut wrong = Vec::new();
-    for s in check::REQUIRED_SYSCTLS {
+    for s in check::REQUIRED_SYSCTLS.iter().filter(|s| s.needed_by(mode)) {
         let Err(e) = s.probe() else { continue };
         if fix {
             s.fix()
@@ -474,7 +476,7 @@ fn require_sysctls(fix: bool) -> Result<()> {
     }
     if !wrong.is_empty() {
         anyhow::bail!(
-            "the cookie handoff needs these sysctls in this network namespace (or pass \
+            "the {mode} handoff needs these sysctls in this network namespace (or pass \
              --fix-sysctls to set them):\n  {}",
             wrong.join("\n  ")
         );

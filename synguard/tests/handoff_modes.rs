@@ -634,3 +634,39 @@ fn signed_syns_are_left_to_the_kernel_which_signs_its_answer() -> Result<()> {
     }
     Ok(())
 }
+
+/// `net.ipv4.tcp_timestamps=0` (a hardening guide's setting) leaves the kfunc handoff
+/// nothing to restore synguard's cookie options with, so `run` refuses it, naming the fix;
+/// the kernel-cookie handoff needs no such sysctl (XDP's SYN+ACK carries no options the
+/// kernel must decode), so it runs, and XDP answers every SYN.
+///
+/// On the code before, every handoff was refused without it.
+#[test]
+fn only_the_kfunc_handoff_needs_the_option_sysctls() -> Result<()> {
+    if !root_or_skip("only_the_kfunc_handoff_needs_the_option_sysctls") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    topo.set_sysctl(Role::Srv, "net.ipv4.tcp_timestamps", "0")?;
+    let iface = topo.server_iface().to_string();
+    let port = PORT.to_string();
+    let mut args = vec!["run", "--iface", iface.as_str()];
+    args.extend(test_run_args("always", &port, &["--handoff", "kfunc"]));
+    let err = Synguard::new(BIN, &topo.srv.netns)
+        .owned_by(topo.id())
+        .fails(&args)?;
+    assert!(
+        err.contains("the kfunc handoff needs these sysctls")
+            && err.contains("sysctl -w net.ipv4.tcp_timestamps=1"),
+        "{err}"
+    );
+    assert!(!pin_dir(&iface).exists(), "the refusal left pins");
+
+    let _daemon = start_kernel_cookie(&topo, "2")?;
+    let server = topo.start_server(PORT)?;
+    let before = Counters::read(&iface)?;
+    handshakes(&topo)?;
+    assert_all_answered(&Counters::read(&iface)?.delta(&before), "tcp_timestamps=0");
+    assert_eq!(server.stop().accepted, 2 * N as u64);
+    Ok(())
+}
