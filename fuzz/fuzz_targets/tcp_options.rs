@@ -13,8 +13,9 @@ use synguard_common::wire::tcp_options::{
 /// past the area, ends the walk keeping what came before; the four kinds we keep count
 /// only with their exact length (MSS 4, window scale 3, SACK-permitted 2, timestamps 10)
 /// and are skipped otherwise; a repeated option overwrites the earlier one, but an MSS of
-/// 0 is ignored; shifts above 14 count as 14. The only error: an area longer than 40
-/// bytes (no data offset gives one).
+/// 0 is ignored; shifts above 14 count as 14; TCP-MD5 (19) and TCP-AO (29) of any length
+/// mark the segment signed. The only error: an area longer than 40 bytes (no data offset
+/// gives one).
 fn reference(area: &[u8]) -> Result<TcpOptions, OptionsError> {
     if area.len() > MAX_LEN {
         return Err(OptionsError::Truncated);
@@ -52,6 +53,7 @@ fn reference(area: &[u8]) -> Result<TcpOptions, OptionsError> {
                 o.tsval = u32::from_be_bytes(body[0..4].try_into().unwrap());
                 o.tsecr = u32::from_be_bytes(body[4..8].try_into().unwrap());
             }
+            (19 | 29, _) => o.signed = true,
             _ => {}
         }
         i += len;
