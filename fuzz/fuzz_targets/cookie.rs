@@ -45,6 +45,8 @@ fuzz_target!(|data: &[u8]| {
         ts: bits & 2 != 0,
         tsval: i.u32(),
         tsecr: 0,
+        // The cookie carries no signature flag: any value must mint the same cookie.
+        signed: bits & 8 != 0,
     };
     let ecn = bits & 4 != 0;
     let (noise_cookie, noise_tsecr, flip) = (i.u32(), i.u32(), i.u8());

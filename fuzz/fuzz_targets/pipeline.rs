@@ -11,9 +11,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use synguard_common::{
+    cookie::Decoded,
     flags,
     flow::Flow,
-    cookie::Decoded,
     maps::{Config, Counter, Handoff, IfaceFacts, KeySlot, Mode, State, minted_mark},
     packet::RawPacket,
     pipeline::{Env, KernelCookie, ListVerdict, SockState, Verdict, process},
@@ -283,7 +283,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let kernel_cookie = Handoff::from_u8(e.cfg.handoff) == Handoff::KernelCookie;
     if kernel_cookie {
-        assert_ne!(d.verdict, Verdict::HandOff, "the kernel-cookie handoff handed off");
+        assert_ne!(
+            d.verdict,
+            Verdict::HandOff,
+            "the kernel-cookie handoff handed off"
+        );
         if matches!(d.verdict, Verdict::Tx { .. }) {
             assert!(
                 e.kernel_isn && e.sock == SockState::Listener,
