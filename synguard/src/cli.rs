@@ -76,8 +76,9 @@ pub enum Cmd {
     },
     /// Per-reason packet totals and rates, plus socket states on the protected ports.
     Stats {
+        /// The instance's interface; without it, the host's only instance.
         #[arg(long)]
-        iface: IfaceName,
+        iface: Option<IfaceName>,
         /// One JSON object per sample.
         #[arg(long)]
         json: bool,
@@ -91,8 +92,9 @@ pub enum Cmd {
     /// Stream the sampled drops (1 in `event_sample` of each reason, per CPU), one line
     /// each, like tcpdump: time, source, port, flags, VLANs, reason. One reader at a time.
     Events {
+        /// The instance's interface; without it, the host's only instance.
         #[arg(long)]
-        iface: IfaceName,
+        iface: Option<IfaceName>,
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
@@ -106,8 +108,9 @@ pub enum Cmd {
     /// The sources dropped or rate-limited the most (SRC_DROPS and SRC_RATE), refreshed
     /// like top.
     Top {
+        /// The instance's interface; without it, the host's only instance.
         #[arg(long)]
-        iface: IfaceName,
+        iface: Option<IfaceName>,
         /// One JSON object per refresh.
         #[arg(long)]
         json: bool,

@@ -78,7 +78,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             json,
             watch,
             sample,
-        } => stats::stats(&iface, json, watch, sample),
+        } => stats::stats(&state_dir::iface_or_only(iface)?, json, watch, sample),
         Cmd::Status { iface, json } => match iface {
             Some(iface) => status::status(&iface, json),
             None => status::status_all(json),
@@ -88,14 +88,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             json,
             reason,
             count,
-        } => events::events(&iface, json, reason, count),
+        } => events::events(&state_dir::iface_or_only(iface)?, json, reason, count),
         Cmd::Top {
             iface,
             json,
             once,
             n,
             interval,
-        } => top::top(&iface, json, once, n, interval),
+        } => top::top(&state_dir::iface_or_only(iface)?, json, once, n, interval),
         Cmd::Check {
             config: Some(path), ..
         } => check_config(&path),

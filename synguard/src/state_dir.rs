@@ -82,6 +82,34 @@ pub fn instances() -> Result<Vec<IfaceName>> {
     Ok(out)
 }
 
+/// The interface a per-instance verb works on: `given`, or else the host's one instance
+/// ([`only_instance`]).
+pub fn iface_or_only(given: Option<IfaceName>) -> Result<IfaceName> {
+    match given {
+        Some(i) => Ok(i),
+        None => only_instance(instances()?),
+    }
+}
+
+/// The one instance of `found`, or an error naming what to pass: none pinned, or several.
+pub fn only_instance(found: Vec<IfaceName>) -> Result<IfaceName> {
+    match <[IfaceName; 1]>::try_from(found) {
+        Ok([one]) => Ok(one),
+        Err(v) if v.is_empty() => anyhow::bail!(
+            "no synguard instance is pinned under {PIN_ROOT}: start one with `synguard run`, \
+             or pass --iface"
+        ),
+        Err(v) => {
+            let names: Vec<String> = v.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "{} synguard instances ({}): pass --iface to pick one",
+                names.len(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
 /// Restricts everything pinned in `dir` to root (mode 0600): keys live here.
 pub fn restrict(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -210,5 +238,24 @@ mod tests {
         drop(held);
         assert!(try_lock(&tmp).unwrap().is_some());
         fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn only_instance_picks_the_one_or_names_the_fix() {
+        let n = |s: &str| s.parse::<IfaceName>().unwrap();
+        assert_eq!(only_instance(vec![n("eth0")]).unwrap(), n("eth0"));
+        let e = only_instance(vec![]).unwrap_err().to_string();
+        assert!(
+            e.contains("no synguard instance") && e.contains("--iface"),
+            "{e}"
+        );
+        let e = only_instance(vec![n("eth0"), n("eth1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 synguard instances (eth0, eth1)") && e.contains("--iface"),
+            "{e}"
+        );
+        assert_eq!(iface_or_only(Some(n("lo"))).unwrap(), n("lo"));
     }
 }

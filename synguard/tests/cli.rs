@@ -215,6 +215,19 @@ fn run_attaches_pins_and_sigterm_detaches() {
     );
     let st = lab.ok(&["status", "--iface", &a]);
     assert!(st.contains("attached      yes: XDP generic"), "{st}");
+    // Without --iface, stats takes the host's only instance: this one, unless a test
+    // running beside this one has its own, and then it names both and asks for --iface.
+    let out = lab.sg(&["stats", "--json", "--sample", "0s"]);
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+        assert_eq!(v["iface"], a.as_str(), "{v}");
+    } else {
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.contains("synguard instances (") && e.contains(a.as_str()) && e.contains("--iface"),
+            "{e}"
+        );
+    }
 
     d.signal(Signal::SIGTERM);
     wait_exit_ok(&mut d);
