@@ -64,7 +64,7 @@ pub static SRC_DROPS: LruPerCpuHashMap<SrcKey, SrcDrops> =
 /// (and reason constant) of the pipeline that ends in a drop.
 #[map]
 pub static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::pinned(1, 0);
-/// XDP's scratch slot for the headers `bpf_tcp_raw_gen_syncookie_*` reads (see
+/// XDP's scratch slot for the headers `bpf_tcp_gen_syncookie` reads (see
 /// `xdp::XdpEnv::kernel_cookie`).
 #[map]
 pub static COOKIE_SCRATCH: PerCpuArray<CookieHeaders> = PerCpuArray::pinned(1, 0);
