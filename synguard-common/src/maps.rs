@@ -744,11 +744,15 @@ counters! {
     /// (RFC 5925) option. Its SYN+ACK must be signed with the listener's key for that peer,
     /// which only the kernel has (and it drops a signed SYN it has no key for).
     TcpSignature = "tcp_signature",
+    /// A sampled drop event the `EVENTS` ring buffer had no room for (no reader, or one
+    /// slower than the drops): the drop itself is counted under its reason all the same.
+    EventsLost = "events_lost",
 }
 
 pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
-/// What a counter counts, for the metrics: a total every packet (or SYN) adds to, the XDP
+/// What a counter counts, for the metrics: a total every packet (or SYN, or lost event)
+/// adds to, the XDP
 /// action a verdict reason ended in, or an outcome of the TC hand-off (which adds to a
 /// packet XDP already counted a verdict for). Sums of [`Class::Verdict`] counters are
 /// packets; totals and hand-off outcomes are kept apart so `sum()` over verdicts means
@@ -790,7 +794,7 @@ impl Counter {
         use Action::*;
         use Counter::*;
         match self {
-            PacketsSeen | SynSeen => Class::Total,
+            PacketsSeen | SynSeen | EventsLost => Class::Total,
             CookieSent => Class::Verdict(Tx),
             SynPassed | CookieAckValid | AckPassedUnengaged | KernelCookiePass
             | EstablishedPass | Allow | NoListener | ExistingSocket | MptcpListener | NotLocal

@@ -467,16 +467,10 @@ fn syn<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &Ctx) -> Outcome
     } else {
         None
     };
-    // Only an area outside the packet fails, which the length checks above rule out.
-    let Ok(opts) = tcp_options::parse(p, seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
-        return reject(Counter::Malformed, ctx.monitor);
+    let opts = match answerable_options(p, ctx) {
+        Ok(o) => o,
+        Err(o) => return o,
     };
-    if !ctx.engaged {
-        return pass(Counter::SynPassed);
-    }
-    if opts.signed {
-        return pass(Counter::TcpSignature);
-    }
     // Without a key (controller not up yet) the kernel answers, with its own cookies if
     // need be: failing open beats dropping every SYN.
     let Some((key, prefix)) = keyed else {
@@ -541,6 +535,24 @@ fn reflection<E: Env>(env: &E, ctx: &Ctx) -> Option<Outcome> {
     })
 }
 
+/// A SYN's options, in both handoffs that answer, if it may still be answered: not while
+/// cookies are not engaged (`SynPassed`: the kernel answers), nor when it is signed
+/// (`TcpSignature`: its answer needs the listener's key). Only an area outside the packet
+/// fails to parse, which the length checks before rule out.
+#[inline(always)]
+fn answerable_options<P: Packet + ?Sized>(p: &P, ctx: &Ctx) -> Result<TcpOptions, Outcome> {
+    let Ok(opts) = tcp_options::parse(p, ctx.seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
+        return Err(reject(Counter::Malformed, ctx.monitor));
+    };
+    if !ctx.engaged {
+        return Err(pass(Counter::SynPassed));
+    }
+    if opts.signed {
+        return Err(pass(Counter::TcpSignature));
+    }
+    Ok(opts)
+}
+
 /// The per-source SYN budget (with `src`) and the SYN+ACK budget (with `synack`): the
 /// verdict for a SYN over one, or `None`. The clock is read only when a limit needs it: it
 /// is a helper call on every SYN.
@@ -600,15 +612,10 @@ fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &C
     if let Some(o) = reflection(env, ctx) {
         return o;
     }
-    let Ok(opts) = tcp_options::parse(p, seg.l4 + tcp::HEADER_LEN, ctx.opt_len) else {
-        return reject(Counter::Malformed, ctx.monitor);
+    let opts = match answerable_options(p, ctx) {
+        Ok(o) => o,
+        Err(o) => return o,
     };
-    if !ctx.engaged {
-        return pass(Counter::SynPassed);
-    }
-    if opts.signed {
-        return pass(Counter::TcpSignature);
-    }
     let cfg = env.config();
     if let Some(o) = over_budget(env, ctx, &cfg, true, false) {
         return o;

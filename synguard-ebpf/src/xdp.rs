@@ -506,5 +506,9 @@ fn on_drop(ctx: &XdpContext, config: &Config, s: *mut EventScratch, n: u64) {
     }
     // SAFETY: the xdp_md the kernel handed this program.
     e.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let _ = EVENTS.output(&*e, 0);
+    // A full ring (no reader, or a slow one) drops the event: counted, so a reader can
+    // tell a quiet flood from a lossy one.
+    if EVENTS.output(&*e, 0).is_err() {
+        count(Counter::EventsLost);
+    }
 }

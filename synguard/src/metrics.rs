@@ -348,6 +348,13 @@ impl Collector for MapCollector {
         )?;
         family(
             &mut enc,
+            "synguard_events_lost",
+            "Sampled drop events the ring buffer had no room for (no reader, or a slow one)",
+            MetricType::Counter,
+            total(Counter::EventsLost),
+        )?;
+        family(
+            &mut enc,
             "synguard_verdicts",
             "XDP verdicts by reason and the action they ended in (one per frame decided)",
             MetricType::Counter,
