@@ -421,6 +421,16 @@ fn not_our_socket(s: SockState) -> Counter {
     }
 }
 
+/// [`not_our_socket`] for a SYN, which the flow's own socket makes `ExistingSocket` (only
+/// the kernel can resolve a SYN over TIME_WAIT or into a live flow).
+#[inline(always)]
+fn syn_not_ours(s: SockState) -> Counter {
+    match s {
+        SockState::Other => Counter::ExistingSocket,
+        s => not_our_socket(s),
+    }
+}
+
 /// The ingress interface's facts if the frame is for this host to answer, or why it is not:
 /// its destination MAC is not the interface's own unicast address, or its destination
 /// address is not local. Two map lookups, so only for frames we would otherwise answer or
@@ -598,8 +608,7 @@ fn answerable<P: Packet + ?Sized, E: Env>(
     let facts = addressed_to_us(p, env, flow).map_err(pass)?;
     match env.socket_state(flow) {
         SockState::Listener => Ok(facts),
-        SockState::Other => Err(pass(Counter::ExistingSocket)),
-        s => Err(pass(not_our_socket(s))),
+        s => Err(pass(syn_not_ours(s))),
     }
 }
 
@@ -629,8 +638,7 @@ fn syn_kernel_cookie<P: Packet + ?Sized, E: Env>(p: &mut P, env: &mut E, ctx: &C
         // The kernel would not answer with a cookie (no flood by its own measure, a full
         // accept queue): it gets the SYN, as without synguard.
         KernelCookie::Declined => return pass(Counter::KernelCookieDeclined),
-        KernelCookie::Socket(SockState::Other) => return pass(Counter::ExistingSocket),
-        KernelCookie::Socket(s) => return pass(not_our_socket(s)),
+        KernelCookie::Socket(s) => return pass(syn_not_ours(s)),
     };
     if let Some(o) = over_budget(env, ctx, &cfg, false, true) {
         return o;

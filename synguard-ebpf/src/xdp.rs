@@ -40,6 +40,19 @@ use crate::{
     sock::{SockRef, TCP_LISTEN},
 };
 
+/// What a socket the lookup found is to the pipeline: a listener (MPTCP or plain TCP), or
+/// the flow's own socket.
+#[inline(always)]
+fn sock_state(sk: &SockRef) -> SockState {
+    if sk.state() != TCP_LISTEN {
+        SockState::Other
+    } else if sk.is_mptcp() {
+        SockState::MptcpListener
+    } else {
+        SockState::Listener
+    }
+}
+
 /// `-EACCES`, what `bpf_tcp_raw_check_syncookie_*` returns for an ACK without the kernel's
 /// cookie.
 const EACCES: i64 = -13;
@@ -166,27 +179,18 @@ impl<const MODE: u8> Env for XdpEnv<'_, MODE> {
         if self.config.test_flags & Config::TEST_BENCH_NO_SOCKET != 0 {
             return SockState::Listener;
         }
-        match SockRef::lookup(self.ctx.as_ptr(), flow) {
-            None => SockState::None,
-            Some(sk) if sk.state() == TCP_LISTEN => {
-                if sk.is_mptcp() {
-                    SockState::MptcpListener
-                } else {
-                    SockState::Listener
-                }
-            }
-            Some(_) => SockState::Other,
-        }
+        SockRef::lookup(self.ctx.as_ptr(), flow).map_or(SockState::None, |sk| sock_state(&sk))
     }
 
     #[inline(always)]
     fn kernel_cookie(&mut self, flow: &Flow, seq: u32, mss: u16) -> KernelCookie {
-        let sk = match SockRef::lookup(self.ctx.as_ptr(), flow) {
-            None => return KernelCookie::Socket(SockState::None),
-            Some(sk) if sk.state() != TCP_LISTEN => return KernelCookie::Socket(SockState::Other),
-            Some(sk) if sk.is_mptcp() => return KernelCookie::Socket(SockState::MptcpListener),
-            Some(sk) => sk,
+        let Some(sk) = SockRef::lookup(self.ctx.as_ptr(), flow) else {
+            return KernelCookie::Socket(SockState::None);
         };
+        match sock_state(&sk) {
+            SockState::Listener => {}
+            other => return KernelCookie::Socket(other),
+        }
         let Some(h) = COOKIE_SCRATCH.get_ptr_mut(0) else {
             return KernelCookie::Declined;
         };

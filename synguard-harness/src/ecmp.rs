@@ -235,7 +235,7 @@ impl EcmpFleet {
     /// A per-run path under the temp directory for files the test writes (key files,
     /// configs); registered for removal.
     pub fn temp_path(&self, name: &str) -> Result<std::path::PathBuf> {
-        let p = std::env::temp_dir().join(format!("sgh-{}-{name}", self.suffix));
+        let p = crate::fixture::temp_path_for(&self.suffix, name);
         self.register_path(p.clone())?;
         Ok(p)
     }

@@ -69,6 +69,11 @@ pub(crate) fn netns_name(suffix: &str, role: &str) -> String {
     format!("{NETNS_PREFIX}{}-{suffix}-{role}", std::process::id())
 }
 
+/// A per-run path under the temp directory, for files a test writes (key files, configs).
+pub(crate) fn temp_path_for(suffix: &str, name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("sgh-{suffix}-{name}"))
+}
+
 /// `ip netns add NAME` and loopback up.
 pub(crate) fn add_netns(name: &str) -> Result<()> {
     netns::ip(&["netns", "add", name])?;
@@ -228,6 +233,14 @@ impl VethPair {
             }
         }
         Ok(())
+    }
+
+    /// A per-run path under the temp directory for files the test writes (key files,
+    /// configs); registered for removal.
+    pub fn temp_path(&self, name: &str) -> Result<PathBuf> {
+        let p = temp_path_for(&self.suffix, name);
+        self.register_path(p.clone())?;
+        Ok(p)
     }
 
     /// Registers a file or directory the test created (e.g. config files) for removal.

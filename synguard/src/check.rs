@@ -232,7 +232,7 @@ pub fn run_checks(iface: Option<&IfaceName>, ports: Option<PortSet>) -> Report {
             )),
         ),
     }
-    match &probes.raw_syncookie {
+    match &probes.kernel_cookie_helpers {
         Ok(true) => r.push(
             "syncookie helpers",
             Outcome::Ok(format!(

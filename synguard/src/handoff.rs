@@ -70,7 +70,7 @@ pub struct Probes {
     /// [`check::KFUNC`] in vmlinux BTF, or why that cannot be told.
     pub kfunc: Result<bool, String>,
     /// [`check::KERNEL_COOKIE_HELPERS`] in vmlinux BTF, or why that cannot be told.
-    pub raw_syncookie: Result<bool, String>,
+    pub kernel_cookie_helpers: Result<bool, String>,
 }
 
 impl Probes {
@@ -79,7 +79,7 @@ impl Probes {
         Probes {
             release: check::kernel_release(),
             kfunc: btf.as_ref().map(check::kfunc_in).map_err(Clone::clone),
-            raw_syncookie: btf
+            kernel_cookie_helpers: btf
                 .as_ref()
                 .map(check::kernel_cookie_helpers_in)
                 .map_err(Clone::clone),
@@ -89,7 +89,7 @@ impl Probes {
     /// Why the kernel-cookie handoff cannot work here, if it cannot.
     fn kernel_cookie_missing(&self) -> Option<String> {
         let helpers = check::KERNEL_COOKIE_HELPERS.join(" and ");
-        match &self.raw_syncookie {
+        match &self.kernel_cookie_helpers {
             Ok(true) => None,
             Ok(false) => Some(format!(
                 "Linux {} has no {helpers} helpers in its BTF (mainline has both since 6.0)",
@@ -193,20 +193,19 @@ pub fn for_takeover(
                 .into(),
         ),
         Request::Exactly(_) => choose(req, p),
-        Request::Auto => match choose(Request::Exactly(Handoff::KernelCookie), p) {
-            Ok(c) => Ok(Choice {
-                mode: c.mode,
+        Request::Auto => Ok(match p.kernel_cookie_missing() {
+            None => Choice {
+                mode: Handoff::KernelCookie,
                 reason: "auto, taking over links without TC: the kernel's own cookie in XDP".into(),
-            }),
-            Err(_) => Ok(Choice {
+            },
+            Some(why) => Choice {
                 mode: Handoff::Filter,
                 reason: format!(
-                    "auto, taking over links without TC: {}; XDP filters and the kernel's \
-                     syncookies answer SYNs",
-                    p.kernel_cookie_missing().unwrap_or_default()
+                    "auto, taking over links without TC: {why}; XDP filters and the kernel's \
+                     syncookies answer SYNs"
                 ),
-            }),
-        },
+            },
+        }),
     }
 }
 
@@ -218,7 +217,7 @@ mod tests {
         Probes {
             release: "6.1.0-28-cloud-amd64".into(),
             kfunc,
-            raw_syncookie: raw,
+            kernel_cookie_helpers: raw,
         }
     }
 

@@ -52,9 +52,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let pair = VethPair::new().expect("building the veth pair");
-        let files = std::env::temp_dir().join(format!("synguard-cli-{}", pair.suffix()));
-        pair.register_path(&files)
-            .expect("registering the files dir");
+        let files = pair.temp_path("cli").expect("registering the files dir");
         fs::create_dir_all(&files).unwrap();
         Lab {
             srv: pair.a.netns.clone(),

@@ -414,8 +414,7 @@ fn key_file_is_checked_and_never_leaks() -> Result<()> {
         return Ok(());
     }
     let pair = VethPair::new()?;
-    let dir = std::env::temp_dir().join(format!("sgh-{}-leak", pair.suffix()));
-    pair.register_path(dir.clone())?;
+    let dir = pair.temp_path("leak")?;
     std::fs::create_dir_all(&dir)?;
     let key = dir.join("secret");
     let k = key.to_str().context("utf-8 path")?;
@@ -614,8 +613,7 @@ fn pod_restart_in_fresh_namespaces_keeps_everything() -> Result<()> {
         return Ok(());
     }
     let pair = VethPair::new()?;
-    let stage = std::env::temp_dir().join(format!("sgh-{}-hostbpf", pair.suffix()));
-    pair.register_path(stage.clone())?;
+    let stage = pair.temp_path("hostbpf")?;
     std::fs::create_dir_all(&stage)?;
     let iface = pair.a.iface.clone();
     let port = PORT.to_string();

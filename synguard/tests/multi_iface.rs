@@ -337,8 +337,7 @@ fn reload_adds_and_removes_an_interface() -> Result<()> {
     }
     let t = TwoLinks::new()?;
     let l = t.listener()?;
-    let cfg = std::env::temp_dir().join(format!("synguard-multi-{}.toml", t.pair.suffix()));
-    t.pair.register_path(&cfg)?;
+    let cfg = t.pair.temp_path("multi.toml")?;
     let write = |ifaces: &[&str]| -> Result<()> {
         let list: Vec<String> = ifaces.iter().map(|i| format!("{i:?}")).collect();
         std::fs::write(
